@@ -1,12 +1,11 @@
 """Shared helpers: errors, device, seeding, atomic files, checkpoints, metrics, losses, augmentation, distributed."""
+import contextlib
 import csv
 import json
 import os
-import pickle
 import random
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import albumentations as A
@@ -17,6 +16,8 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Inputs are normalised on the device with ImageNet statistics for every model; checkpoints record this.
+NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
 class ProjectError(Exception):
@@ -90,6 +91,19 @@ def is_main_process():
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+def autocast(device, enabled):
+    """Mixed precision: bf16 where the device supports it, else fp16 (which needs a GradScaler to train)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=autocast_dtype(device))
+
+
+def autocast_dtype(device):
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def all_reduce_sum(values, device):
     """Sum a list of floats over all processes (a no-op in a single process)."""
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -125,7 +139,7 @@ def save_json(data, path):
 
 
 def append_csv_row(path, row):
-    """Append one row (a dict) to a CSV, writing the header only when the file is new; earlier rows are never touched."""
+    """Append a dict as a CSV row, with the header only when the file is new; earlier rows are never touched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     is_new = not path.exists() or path.stat().st_size == 0
@@ -150,7 +164,8 @@ def load_checkpoint(path, what="--model"):
         raise ProjectError(f"{what} {path}: no such file.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+    # A damaged or foreign file makes torch.load fail with almost any exception type (KeyError, UnpicklingError, ...).
+    except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ProjectError(
             f"{what} {path} could not be read as a PyTorch checkpoint; it may be truncated, "
@@ -160,11 +175,28 @@ def load_checkpoint(path, what="--model"):
 
 # ---------------------------------------------------------------- inputs
 
-def normalize_images(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def normalize_images(images, mean, std):
     """uint8 N x 3 x H x W (any device) -> float32, scaled to [0, 1] and normalised with mean/std."""
     mean = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean) / std
+
+
+def prepare_batch(batch, device, normalization, channels_last=False):
+    """Move a uint8 batch to the device (non-blocking from pinned memory), normalise there; masks become int64."""
+    images = batch["image"].to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    images = normalize_images(images, normalization["mean"], normalization["std"])
+    return images, batch["mask"].to(device, non_blocking=True).long()
+
+
+def build_loader(dataset, batch_size, num_workers, device, shuffle=False, sampler=None, generator=None):
+    """A DataLoader that never drops a sample; pinned memory on CUDA; seeded workers."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=num_workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
+        generator=generator, drop_last=False)
 
 
 # ---------------------------------------------------------------- metrics and losses

@@ -1,11 +1,10 @@
 """Model construction: the one place that turns a model name into a network."""
-from pathlib import Path
+import argparse
 
-import torch
 
 from models.resnet34_unet import ResNet34UNet
 from models.unet import UNet
-from utils import ProjectError
+from utils import NORMALIZATION, ProjectError, load_checkpoint
 
 MODEL_TYPES = {"unet": "Unet", "resnet34_unet": "ResNet34_Unet"}
 
@@ -17,6 +16,14 @@ def canonical_model_type(name):
         valid = ", ".join(sorted(set(MODEL_TYPES.values())))
         raise ValueError(f"unknown model type {name!r}; valid model types (any letter case): {valid}")
     return MODEL_TYPES[key]
+
+
+def model_type_arg(text):
+    """argparse type: a canonical model type, or an error message that lists the valid names."""
+    try:
+        return canonical_model_type(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_model(model_type, num_classes=2, use_cbam=True, encoder_weights=None):
@@ -36,12 +43,15 @@ def load_encoder_weights(encoder, source):
     """Load a torchvision-format resnet34 state dict ('imagenet' downloads it) into the encoder; fc.* is ignored."""
     state = imagenet_resnet34_state() if source == "imagenet" else resnet34_state_from_file(source)
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    expected = encoder.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) + sorted(
+        key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    if wrong:
         raise ProjectError(
             f"The encoder weights from {source} are not a torchvision resnet34 state dict: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+            f"{len(wrong)} tensors are missing, extra or of another shape, such as {wrong[:3]}."
         )
+    encoder.load_state_dict(state)
 
 
 def imagenet_resnet34_state():
@@ -59,13 +69,36 @@ def imagenet_resnet34_state():
 
 
 def resnet34_state_from_file(path):
-    path = Path(path)
-    if not path.is_file():
-        raise ProjectError(f"--encoder_weights {path}: no such file (expected 'imagenet' or a resnet34 .pth file).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ProjectError(f"--encoder_weights {path} could not be read as a PyTorch state dict ({error}).") from None
+    state = load_checkpoint(path, what="--encoder_weights")
     if not isinstance(state, dict):
         raise ProjectError(f"--encoder_weights {path} holds a {type(state).__name__}, not a resnet34 state dict.")
     return state
+
+
+def model_record(model_type, use_cbam, image_size, num_classes=2):
+    """What a checkpoint stores to rebuild and feed its model (plain values only)."""
+    return {"model_type": canonical_model_type(model_type), "use_cbam": bool(use_cbam), "num_classes": num_classes,
+            "image_size": image_size, "normalization": NORMALIZATION}
+
+
+def load_trained_model(path, device, model_type=None, use_cbam=None):
+    """Rebuild a model from a checkpoint's own record; model_type/use_cbam, when given, must agree with it."""
+    checkpoint = load_checkpoint(path)
+    record = checkpoint.get("model_record") if isinstance(checkpoint, dict) else None
+    if record is None or "model" not in checkpoint:
+        raise ProjectError(f"--model {path} is not a checkpoint of this project (it has no model record); "
+                           "use a *_best_model.pth or *_last.pth written by src/train.py.")
+    if model_type is not None and canonical_model_type(model_type) != record["model_type"]:
+        raise ProjectError(f"--model_type {model_type} disagrees with --model {path}, which holds a "
+                           f"{record['model_type']}; drop --model_type or pick the matching checkpoint.")
+    if use_cbam is not None and record["model_type"] == "ResNet34_Unet" and use_cbam != record["use_cbam"]:
+        state = "with" if record["use_cbam"] else "without"
+        raise ProjectError(f"--no_cbam disagrees with --model {path}, which was trained {state} CBAM; "
+                           "drop the flag or pick the matching checkpoint.")
+    model = build_model(record["model_type"], record["num_classes"], record["use_cbam"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise ProjectError(f"--model {path}: its weights do not fit the {record['model_type']} its record names; "
+                           "the file was changed after src/train.py wrote it.") from None
+    return model.to(device).eval(), checkpoint

@@ -1,0 +1,31 @@
+"""Print the torchinfo summary of a model: python src/summary.py --model_type ResNet34_Unet [--no_cbam]."""
+import argparse
+
+import torchinfo
+
+from models import build_model, model_type_arg
+from utils import positive_int, run_cli
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model_type", type=model_type_arg, default="ResNet34_Unet")
+    parser.add_argument("--no_cbam", action="store_true", help="ResNet34_Unet without CBAM in the decoder")
+    parser.add_argument("--image_size", type=positive_int, default=256)
+    parser.add_argument("--batch_size", type=positive_int, default=1)
+    return parser
+
+
+def model_summary(model_type, use_cbam=True, image_size=256, batch_size=1, depth=3):
+    """The torchinfo ModelStatistics for one model on a batch of RGB images."""
+    model = build_model(model_type, use_cbam=use_cbam)
+    return torchinfo.summary(model, input_size=(batch_size, 3, image_size, image_size), depth=depth,
+                             col_names=("output_size", "num_params", "mult_adds"), verbose=0)
+
+
+def main(args):
+    print(model_summary(args.model_type, not args.no_cbam, args.image_size, args.batch_size))
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser().parse_args())

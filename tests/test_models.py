@@ -1,0 +1,92 @@
+import pytest
+import torch
+import torchinfo
+import torchvision
+
+from models import build_model, canonical_model_type
+from utils import ProjectError
+
+
+@pytest.mark.parametrize("model_type, use_cbam, params, mult_adds", [
+    ("Unet", True, 31_031_810, "54.65"),
+    ("ResNet34_Unet", True, 21_890_670, "6.92"),
+    ("ResNet34_Unet", False, 21_889_314, "6.91"),
+])
+def test_parameter_count_and_mult_adds_match_the_report(model_type, use_cbam, params, mult_adds):
+    stats = torchinfo.summary(build_model(model_type, use_cbam=use_cbam), input_size=(1, 3, 256, 256), verbose=0)
+    assert stats.total_params == params
+    assert f"{stats.total_mult_adds / 1e9:.2f}" == mult_adds
+
+
+@pytest.mark.parametrize("model_type", ["Unet", "ResNet34_Unet"])
+@pytest.mark.parametrize("size", [(64, 64), (50, 38), (33, 97)])
+def test_output_has_input_size_and_two_classes(model_type, size):
+    model = build_model(model_type).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *size))
+    assert out.shape == (2, 2, *size)
+
+
+def test_cbam_switch_changes_the_decoder():
+    with_cbam = build_model("ResNet34_Unet", use_cbam=True)
+    without = build_model("ResNet34_Unet", use_cbam=False)
+    assert any("cbam" in name for name, _ in with_cbam.named_parameters())
+    assert not any("cbam" in name for name, _ in without.named_parameters())
+
+
+@pytest.mark.parametrize("spelling", ["Unet", "UNet", "unet", "ResNet34_Unet", "Resnet34_Unet", "ResNet34_UNet"])
+def test_report_spellings_are_accepted(spelling):
+    assert canonical_model_type(spelling) in {"Unet", "ResNet34_Unet"}
+
+
+def test_unknown_model_name_lists_valid_names():
+    with pytest.raises(ValueError, match="ResNet34_Unet.*Unet|Unet.*ResNet34_Unet"):
+        build_model("resnet50_unet")
+
+
+@pytest.mark.parametrize("model_type", ["Unet", "ResNet34_Unet"])
+def test_backward_gives_finite_gradients_to_every_parameter(model_type):
+    torch.manual_seed(0)
+    model = build_model(model_type)
+    logits = model(torch.randn(2, 3, 64, 64))
+    torch.nn.functional.cross_entropy(logits, torch.randint(0, 2, (2, 64, 64))).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+def test_encoder_matches_torchvision_resnet34_layer_by_layer(tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet34().eval()
+    path = tmp_path / "resnet34.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_model("ResNet34_Unet", encoder_weights=str(path)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model.encoder(x)
+        y = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        for stage, feature in zip((reference.layer1, reference.layer2, reference.layer3, reference.layer4), ours):
+            y = stage(y)
+            torch.testing.assert_close(feature, y)
+
+
+def test_encoder_weights_for_unet_are_refused():
+    with pytest.raises(ProjectError, match="ResNet34_Unet only"):
+        build_model("Unet", encoder_weights="imagenet")
+
+
+def test_encoder_weights_file_that_is_not_a_resnet34(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(ProjectError, match="not a torchvision resnet34"):
+        build_model("ResNet34_Unet", encoder_weights=str(path))
+    with pytest.raises(ProjectError, match="no such file"):
+        build_model("ResNet34_Unet", encoder_weights=str(tmp_path / "missing.pth"))
+
+
+def test_imagenet_download_failure_says_how_to_pass_a_file(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.models.ResNet34_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(ProjectError, match="--encoder_weights /path/to"):
+        build_model("ResNet34_Unet", encoder_weights="imagenet")

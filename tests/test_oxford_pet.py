@@ -1,0 +1,447 @@
+import hashlib
+import http.server
+import os
+import pickle
+import shutil
+import tarfile
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import oxford_pet
+from conftest import SAMPLE
+from oxford_pet import MODES, OxfordPetDataset, SimpleOxfordPetDataset, load_dataset, read_split
+from utils import ProjectError, SegmentationTransform
+
+
+def random_rgb(height=10, width=12, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def striped_trimap(height, width):
+    """Pet (1) on the left, border (3) in the middle, background (2) on the right."""
+    trimap = np.full((height, width), 2, np.uint8)
+    trimap[:, : width // 3] = 1
+    trimap[:, width // 3: width // 2] = 3
+    return trimap
+
+
+def add_sample(root, name, image=None, format="PNG"):
+    """Write images/<name>.jpg (in the given format, whatever the name says) and a trimap of its size."""
+    image = Image.fromarray(random_rgb()) if image is None else image
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+    image.save(root / "images" / f"{name}.jpg", format=format)
+    Image.fromarray(striped_trimap(image.height, image.width)).save(root / "annotations" / "trimaps" / f"{name}.png")
+
+
+def write_lists(root, trainval=(), test=()):
+    for file, names in (("trainval.txt", trainval), ("test.txt", test)):
+        (root / "annotations" / file).write_text("".join(f"{name} 1 1 1\n" for name in names))
+
+
+def make_dataset(root, names, mode="test"):
+    """A dataset whose `mode` split holds exactly `names` (for train: every name after a first valid one)."""
+    for name in names:
+        add_sample(root, name)
+    if mode == "test":
+        write_lists(root, test=names)
+    else:
+        add_sample(root, "valid_0")
+        write_lists(root, trainval=["valid_0", *names])
+    return root
+
+
+def skip_warnings(caught):
+    return [str(w.message) for w in caught if str(w.message).startswith("skipped")]
+
+
+# ---------------------------------------------------------------- splits and items
+
+def test_split_rule_gives_the_report_counts_on_the_official_lists(tmp_path):
+    full = SAMPLE / "annotations" / "official_full_lists"
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "trainval.txt").write_text("# a comment\n" + (full / "trainval.txt").read_text())
+    shutil.copy(full / "test.txt", tmp_path / "annotations" / "test.txt")
+    listed = [line.split()[0] for line in (full / "trainval.txt").read_text().splitlines() if line.strip()]
+    train, valid, test = (read_split(tmp_path, mode) for mode in MODES)
+    assert (len(train), len(valid), len(test)) == (3312, 368, 3669)
+    assert valid == listed[::10]
+    assert sorted(train + valid) == sorted(listed)
+
+
+def test_unknown_split_is_an_error(tmp_path):
+    with pytest.raises(ProjectError, match="valid"):
+        read_split(make_dataset(tmp_path, ["a"]), "validation")
+
+
+def test_item_is_true_size_rgb_and_mask_maps_trimap(tmp_path):
+    make_dataset(tmp_path, ["cat"])
+    item = OxfordPetDataset(tmp_path, "test")[0]
+    trimap = striped_trimap(10, 12)
+    assert item["name"] == "cat"
+    assert item["image"].dtype == np.uint8 and np.array_equal(item["image"], random_rgb())
+    assert np.array_equal(item["trimap"], trimap)
+    assert item["mask"].dtype == np.uint8
+    assert np.array_equal(item["mask"], ((trimap == 1) | (trimap == 3)).astype(np.uint8))
+    assert set(np.unique(item["trimap"][item["mask"] == 0])) == {2}
+
+
+def test_odd_image_formats_load_as_rgb_of_true_size(tmp_path):
+    rgb = random_rgb()
+    palette = Image.new("P", (12, 10))
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.paste(1, (0, 0, 6, 10))
+    add_sample(tmp_path, "png_named_jpg", Image.fromarray(rgb), "PNG")
+    add_sample(tmp_path, "rgba", Image.fromarray(np.dstack([rgb, np.full((10, 12), 128, np.uint8)])), "PNG")
+    add_sample(tmp_path, "gif", palette, "GIF")
+    add_sample(tmp_path, "gray", Image.fromarray(rgb[..., 0]), "JPEG")
+    add_sample(tmp_path, "cmyk", Image.new("CMYK", (12, 10), (0, 0, 0, 0)), "JPEG")
+    names = ["png_named_jpg", "rgba", "gif", "gray", "cmyk"]
+    write_lists(tmp_path, test=names)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = OxfordPetDataset(tmp_path, "test")
+    assert skip_warnings(caught) == [] and dataset.names == names
+    images = {item["name"]: item["image"] for item in dataset}
+    assert all(image.shape == (10, 12, 3) and image.dtype == np.uint8 for image in images.values())
+    assert np.array_equal(images["png_named_jpg"], rgb) and np.array_equal(images["rgba"], rgb)
+    assert (images["gif"][:, :6] == [0, 0, 255]).all() and (images["gif"][:, 6:] == [255, 0, 0]).all()
+    assert (images["gray"][..., 0] == images["gray"][..., 2]).all()
+    assert images["cmyk"].min() > 240  # no ink is white
+
+
+def damage_samples(root):
+    """Six ways a listed sample cannot be used, beside two good ones; returns the file each problem is in."""
+    good = ["good_1", "good_2"]
+    bad = ["truncated", "no_trimap", "no_image", "not_an_image", "not_a_trimap", "small_trimap"]
+    for name in good + bad:
+        add_sample(root, name, Image.fromarray(random_rgb(64, 64)), "JPEG")
+    jpeg = root / "images" / "truncated.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    (root / "annotations" / "trimaps" / "no_trimap.png").unlink()
+    (root / "images" / "no_image.jpg").unlink()
+    (root / "images" / "not_an_image.jpg").write_text("<html>404</html>")
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(root / "annotations" / "trimaps" / "not_a_trimap.png")
+    Image.fromarray(striped_trimap(32, 32)).save(root / "annotations" / "trimaps" / "small_trimap.png")
+    write_lists(root, test=good[:1] + bad + good[1:])
+    return good, ["truncated.jpg", "no_trimap.png", "no_image.jpg", "not_an_image.jpg", "not_a_trimap.png",
+                  "small_trimap.png"]
+
+
+@pytest.mark.parametrize("make", [lambda root: OxfordPetDataset(root, "test"),
+                                  lambda root: SimpleOxfordPetDataset(root, "test", image_size=8, use_cache=False),
+                                  lambda root: SimpleOxfordPetDataset(root, "test", image_size=8)],
+                         ids=["true_size", "resized", "cached"])
+def test_unusable_samples_are_skipped_with_a_warning_naming_each_file(tmp_path, make):
+    good, bad_files = damage_samples(tmp_path)
+    with pytest.warns(UserWarning, match="skipped 6 of 8 test samples") as caught:
+        dataset = make(tmp_path)
+    message = " ".join(skip_warnings(caught))
+    assert all(file in message for file in bad_files)
+    assert dataset.names == good
+    assert [item["name"] for item in dataset] == good
+
+
+def test_split_with_nothing_usable_is_an_error(tmp_path):
+    make_dataset(tmp_path, ["a", "b"])
+    for name in ("a", "b"):
+        (tmp_path / "images" / f"{name}.jpg").write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(ProjectError, match="none of the 2 test samples"):
+        OxfordPetDataset(tmp_path, "test")
+
+
+# ---------------------------------------------------------------- resized dataset and its cache
+
+def test_resized_items_are_uint8_chw_and_the_cache_matches_the_originals(tmp_path):
+    make_dataset(tmp_path, ["a", "b"])
+    cached = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)
+    direct = SimpleOxfordPetDataset(tmp_path, "test", image_size=16, use_cache=False)
+    item = cached[1]
+    assert item["image"].shape == (3, 16, 16) and item["image"].dtype == np.uint8
+    assert item["image"].flags["C_CONTIGUOUS"]
+    assert item["mask"].shape == item["trimap"].shape == (16, 16) and item["mask"].dtype == np.uint8
+    assert set(np.unique(item["mask"])) == {0, 1} and set(np.unique(item["trimap"])) == {1, 2, 3}
+    expected = np.array(Image.fromarray(random_rgb()).resize((16, 16), Image.BILINEAR)).transpose(2, 0, 1)
+    assert np.array_equal(item["image"], expected)
+    for a, b in zip(cached, direct):
+        assert all(np.array_equal(a[key], b[key]) for key in ("image", "mask", "trimap"))
+
+
+def test_transform_runs_on_the_resized_hwc_arrays(tmp_path):
+    make_dataset(tmp_path, ["a"])
+    seen = []
+
+    def flip(image, mask, trimap):
+        seen.append((image.shape, mask.shape, trimap.shape))
+        return image[:, ::-1], mask[:, ::-1], trimap[:, ::-1]
+
+    plain = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)[0]
+    flipped = SimpleOxfordPetDataset(tmp_path, "test", transform=flip, image_size=16)[0]
+    assert seen == [((16, 16, 3), (16, 16), (16, 16))]
+    assert np.array_equal(flipped["image"], plain["image"][:, :, ::-1]) and flipped["image"].flags["C_CONTIGUOUS"]
+    assert np.array_equal(flipped["mask"], plain["mask"][:, ::-1])
+    augmented = SimpleOxfordPetDataset(tmp_path, "test", transform=SegmentationTransform(seed=0), image_size=16)[0]
+    assert augmented["image"].shape == (3, 16, 16) and augmented["mask"].shape == (16, 16)
+
+
+def count_decodes(monkeypatch):
+    calls = []
+    read_image = oxford_pet.read_image
+
+    def counting(path):
+        calls.append(path)
+        return read_image(path)
+
+    monkeypatch.setattr(oxford_pet, "read_image", counting)
+    return calls
+
+
+def cache_entries(root):
+    return sorted(path.name for path in (root / ".cache").iterdir())
+
+
+def test_cache_is_reused_without_decoding(tmp_path, monkeypatch):
+    make_dataset(tmp_path, ["a", "b"])
+    (tmp_path / "images" / "b.jpg").write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="skipped 1 of 2"):
+        first = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)
+
+    def fail(path):
+        raise AssertionError(f"decoded {path} again")
+
+    monkeypatch.setattr(oxford_pet, "read_image", fail)
+    with pytest.warns(UserWarning, match="skipped 1 of 2 .*b.jpg"):
+        second = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)
+    assert second.names == first.names == ["a"]
+    assert np.array_equal(second[0]["image"], first[0]["image"])
+    assert len(cache_entries(tmp_path)) == 1
+
+
+def test_cache_is_rebuilt_when_a_file_or_the_list_changes(tmp_path, monkeypatch):
+    make_dataset(tmp_path, ["a", "b"])
+    before = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)[0]["image"]
+    entries = cache_entries(tmp_path)
+    decodes = count_decodes(monkeypatch)
+    Image.fromarray(random_rgb(seed=1)).save(tmp_path / "images" / "a.jpg", format="PNG")
+    after = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)[0]["image"]
+    assert len(decodes) == 2 and not np.array_equal(before, after)
+    assert cache_entries(tmp_path) != entries and len(cache_entries(tmp_path)) == 1  # the stale one is deleted
+    write_lists(tmp_path, test=["b"])
+    assert SimpleOxfordPetDataset(tmp_path, "test", image_size=16).names == ["b"]
+    assert len(decodes) == 3
+
+
+def test_interrupted_cache_build_leaves_nothing_that_loads(tmp_path, monkeypatch):
+    make_dataset(tmp_path, ["a", "b", "c"])
+    resize = oxford_pet.resize_image
+    calls = []
+
+    def interrupted(image, size):
+        calls.append(size)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return resize(image, size)
+
+    monkeypatch.setattr(oxford_pet, "resize_image", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        SimpleOxfordPetDataset(tmp_path, "test", image_size=16)
+    assert cache_entries(tmp_path) == []
+    monkeypatch.setattr(oxford_pet, "resize_image", resize)
+    decodes = count_decodes(monkeypatch)
+    assert len(SimpleOxfordPetDataset(tmp_path, "test", image_size=16)) == 3 and len(decodes) == 3
+
+
+def test_a_killed_build_is_not_mistaken_for_a_cache(tmp_path, monkeypatch):
+    make_dataset(tmp_path, ["a", "b"])
+    SimpleOxfordPetDataset(tmp_path, "test", image_size=16)
+    entry = tmp_path / ".cache" / cache_entries(tmp_path)[0]
+    entry.rename(entry.with_name(f".{entry.name}.killed.tmp"))  # everything written, but never renamed
+    decodes = count_decodes(monkeypatch)
+    SimpleOxfordPetDataset(tmp_path, "test", image_size=16)
+    assert len(decodes) == 2
+
+
+def test_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    make_dataset(tmp_path, ["a", "b"])
+    good = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)[1]["image"]
+    images = tmp_path / ".cache" / cache_entries(tmp_path)[0] / "images.npy"
+    images.write_bytes(images.read_bytes()[:-100])
+    decodes = count_decodes(monkeypatch)
+    with pytest.warns(UserWarning, match="rebuilding the damaged resize cache"):
+        dataset = SimpleOxfordPetDataset(tmp_path, "test", image_size=16)
+    assert len(decodes) == 2 and np.array_equal(dataset[1]["image"], good)
+
+
+def test_cache_folder_falls_back_when_the_dataset_is_read_only(tmp_path, monkeypatch):
+    root = make_dataset(tmp_path / "data", ["a"])
+    explicit = SimpleOxfordPetDataset(root, "test", image_size=16, cache_dir=tmp_path / "mine")
+    assert explicit.cache_entry.parent == tmp_path / "mine"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    root.chmod(0o555)
+    try:
+        dataset = SimpleOxfordPetDataset(root, "test", image_size=16)
+    finally:
+        root.chmod(0o755)
+    assert dataset.cache_entry.parent.parent == tmp_path / "user" / "oxford-pet-seg"
+    assert not (root / ".cache").exists() and len(dataset) == 1
+
+
+def test_worker_copies_reopen_the_cache_instead_of_carrying_it(tmp_path):
+    make_dataset(tmp_path, ["a", "b", "c"])
+    dataset = SimpleOxfordPetDataset(tmp_path, "test", image_size=64)
+    pickled = pickle.dumps(dataset)  # what a spawned DataLoader worker receives
+    assert len(pickled) < dataset.arrays[0][0].nbytes
+    assert np.array_equal(pickle.loads(pickled)[2]["image"], dataset[2]["image"])
+
+
+# ---------------------------------------------------------------- the bundled sample
+
+def test_bundled_sample_loads_every_split(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = {mode: SimpleOxfordPetDataset(SAMPLE, mode, image_size=32, cache_dir=tmp_path) for mode in MODES}
+    assert skip_warnings(caught) == []
+    assert {mode: len(dataset) for mode, dataset in splits.items()} == {"train": 56, "valid": 7, "test": 30}
+    train = splits["train"]
+    assert any(name[0].isupper() for name in train.names) and any(name[0].islower() for name in train.names)
+    assert train[train.names.index("Abyssinian_34")]["mask"].max() == 0  # a GIF whose trimap has no pet pixel
+    test = OxfordPetDataset(SAMPLE, "test")
+    assert test[test.names.index("Abyssinian_5")]["image"].shape == (150, 200, 3)  # a PNG with alpha
+
+
+# ---------------------------------------------------------------- download
+
+@pytest.fixture
+def archives(tmp_path, monkeypatch):
+    """images.tar.gz and annotations.tar.gz of a two-sample dataset in tmp_path/server, with their MD5s in force."""
+    source = make_dataset(tmp_path / "source", ["a", "b"])
+    server = tmp_path / "server"
+    server.mkdir()
+    md5 = {}
+    for folder in ("images", "annotations"):
+        with tarfile.open(server / f"{folder}.tar.gz", "w:gz") as tar:
+            tar.add(source / folder, arcname=folder)
+        md5[f"{folder}.tar.gz"] = hashlib.md5((server / f"{folder}.tar.gz").read_bytes()).hexdigest()
+    monkeypatch.setattr(oxford_pet, "ARCHIVE_MD5", md5)
+    return server
+
+
+def leftovers(folder):
+    return sorted(path.name for path in folder.iterdir() if path.name.endswith(".part") or path.name.startswith(".extract"))
+
+
+def test_download_falls_back_to_the_mirror_restarts_a_bad_partial_file_and_extracts(tmp_path, monkeypatch, archives):
+    monkeypatch.setattr(oxford_pet, "BASE_URLS", ["http://127.0.0.1:9/", archives.as_uri() + "/"])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images.tar.gz.part").write_bytes(b"garbage from an interrupted download")
+    dataset = load_dataset(data, "test", image_size=16)
+    assert dataset.names == ["a", "b"]
+    assert (data / "images.tar.gz").read_bytes() == (archives / "images.tar.gz").read_bytes()
+    assert leftovers(data) == []
+
+
+def test_archives_put_there_by_hand_are_used_without_network(tmp_path, monkeypatch, archives):
+    monkeypatch.setattr(oxford_pet, "BASE_URLS", ["http://127.0.0.1:9/"])
+    data = tmp_path / "data"
+    shutil.copytree(archives, data)
+    assert len(load_dataset(data, "test", image_size=16)) == 2
+
+
+def test_complete_partial_download_is_finished_without_network(tmp_path, monkeypatch, archives):
+    monkeypatch.setattr(oxford_pet, "BASE_URLS", ["http://127.0.0.1:9/"])
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(archives / "annotations.tar.gz", data / "annotations.tar.gz")
+    shutil.copy(archives / "images.tar.gz", data / "images.tar.gz.part")
+    assert len(load_dataset(data, "test", image_size=16)) == 2
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files with HTTP Range support and records the Range headers it was sent."""
+    ranges = []
+
+    def do_GET(self):
+        data = (self.server.folder / self.path.lstrip("/")).read_bytes()
+        requested = self.headers.get("Range")
+        self.ranges.append(requested)
+        start = int(requested[len("bytes="):-1]) if requested else 0
+        self.send_response(206 if requested else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+def test_partial_download_is_resumed(tmp_path, monkeypatch, archives):
+    server = http.server.HTTPServer(("127.0.0.1", 0), RangeHandler)
+    server.folder = archives
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(oxford_pet, "BASE_URLS", [f"http://127.0.0.1:{server.server_port}/"])
+        data = tmp_path / "data"
+        data.mkdir()
+        whole = (archives / "images.tar.gz").read_bytes()
+        (data / "images.tar.gz.part").write_bytes(whole[:100])
+        assert len(load_dataset(data, "test", image_size=16)) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert RangeHandler.ranges[0] == "bytes=100-"
+    assert (data / "images.tar.gz").read_bytes() == whole
+
+
+def test_bad_checksum_leaves_no_archive(tmp_path, monkeypatch, archives):
+    monkeypatch.setattr(oxford_pet, "BASE_URLS", [archives.as_uri() + "/"])
+    monkeypatch.setitem(oxford_pet.ARCHIVE_MD5, "images.tar.gz", "0" * 32)
+    data = tmp_path / "data"
+    with pytest.raises(ProjectError, match="MD5"):
+        load_dataset(data, "test", image_size=16)
+    assert not (data / "images.tar.gz").exists() and leftovers(data) == []
+    assert not (data / "images").exists()
+
+
+def test_hand_placed_archive_with_a_wrong_checksum_is_an_error(tmp_path, monkeypatch, archives):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images.tar.gz").write_bytes(b"not the archive")
+    with pytest.raises(ProjectError, match="has MD5"):
+        load_dataset(data, "test", image_size=16)
+
+
+def test_archive_member_outside_the_folder_is_refused(tmp_path, monkeypatch, archives):
+    evil = tmp_path / "evil.txt"
+    evil.write_text("x")
+    data = tmp_path / "data"
+    data.mkdir()
+    with tarfile.open(data / "images.tar.gz", "w:gz") as tar:
+        tar.add(evil, arcname="images/../../evil_copy.txt")
+    monkeypatch.setitem(oxford_pet.ARCHIVE_MD5, "images.tar.gz",
+                        hashlib.md5((data / "images.tar.gz").read_bytes()).hexdigest())
+    shutil.copy(archives / "annotations.tar.gz", data)
+    with pytest.raises(ProjectError, match="extracted safely"):
+        load_dataset(data, "test", image_size=16)
+    assert not (tmp_path / "evil_copy.txt").exists() and not (data / "evil_copy.txt").exists()
+    assert not (data / "images").exists() and leftovers(data) == []
+
+
+def test_offline_error_names_the_official_urls_and_where_to_put_the_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(oxford_pet, "BASE_URLS", ["http://127.0.0.1:9/", "http://127.0.0.1:9/mirror/"])
+    data = tmp_path / "data"
+    with pytest.raises(ProjectError) as error:
+        load_dataset(data, "train")
+    message = str(error.value)
+    assert all(url in message for url in oxford_pet.OFFICIAL_URLS)
+    assert str(data) in message and "images/ and annotations/" in message and "127.0.0.1:9" in message
+    assert not os.listdir(data)
+
+
+def test_missing_dataset_without_download_is_an_error(tmp_path):
+    with pytest.raises(ProjectError, match="no images/ and no annotations/"):
+        load_dataset(tmp_path, "train", download=False)

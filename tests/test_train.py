@@ -1,0 +1,147 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT, SAMPLE
+from models import build_model, load_trained_model
+from utils import NORMALIZATION, ProjectError, compute_loss, load_checkpoint, normalize_images
+
+
+def train_args(tmp_path, *extra):
+    return train.get_args_parser().parse_args([
+        "--data_path", str(SAMPLE), "--image_size", "32", "-b", "8", "-e", "1", "--num_workers", "0",
+        "--device", "cpu", "--save_dir", str(tmp_path / "saved_models"), "--log_dir", str(tmp_path / "checkpoints"),
+        *extra])
+
+
+def test_a_run_writes_best_model_last_checkpoint_and_history(tmp_path):
+    train.main(train_args(tmp_path, "--model_type", "resnet34_unet", "-e", "2"))
+    best = load_checkpoint(tmp_path / "saved_models" / "ResNet34_Unet_bs8_best_model.pth")
+    last = load_checkpoint(tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth")
+    history = json.loads((tmp_path / "checkpoints" / "ResNet34_Unet_bs8_history.json").read_text())
+    assert best["model_record"] == {"model_type": "ResNet34_Unet", "use_cbam": True, "num_classes": 2,
+                                    "image_size": 32, "normalization": NORMALIZATION}
+    assert {"optimizer", "scheduler", "scaler", "epochs_without_improvement"} <= set(last)
+    assert [row["epoch"] for row in history["history"]] == [1, 2] and last["epoch"] == 2
+    assert set(history["history"][0]) >= {"epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"}
+    assert history["best_val_dice"] == max(row["val_dice"] for row in history["history"])
+    assert history["args"]["model_type"] == "ResNet34_Unet"
+    build_model("ResNet34_Unet").load_state_dict(best["model"])
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
+    train.main(train_args(tmp_path / "a", "--model_type", "ResNet34_Unet", "-e", "2"))
+    train.main(train_args(tmp_path / "b", "--model_type", "ResNet34_Unet", "-e", "1"))
+    last = tmp_path / "b" / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+    train.main(train_args(tmp_path / "b", "--resume", str(last), "-e", "2"))
+    uninterrupted, resumed = (json.loads((tmp_path / run / "checkpoints" / "ResNet34_Unet_bs8_history.json")
+                                         .read_text())["history"] for run in ("a", "b"))
+    assert [row["epoch"] for row in resumed] == [1, 2]
+    for a, b in zip(uninterrupted, resumed):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_dice"] == pytest.approx(b["val_dice"], rel=1e-5)
+
+
+def test_a_best_model_cannot_be_resumed(tmp_path):
+    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
+    best = tmp_path / "saved_models" / "ResNet34_Unet_bs8_best_model.pth"
+    with pytest.raises(ProjectError, match="not a \\*_last.pth"):
+        train.main(train_args(tmp_path, "--resume", str(best)))
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monkeypatch):
+    scores = iter([0.5, 0.4, 0.4, 0.3, 0.6])
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: {"loss": 1.0, "dice": next(scores), "iou": 0.1})
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: 1.0)
+    state = train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet", "-e", "10", "--patience", "3"))
+    assert state.epoch == 4 and state.best_epoch == 1
+
+
+def test_nan_loss_stops_the_run_without_saving(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "compute_loss", lambda *a: compute_loss(*a) * float("nan"))
+    with pytest.raises(ProjectError, match="loss became nan"):
+        train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
+    assert not (tmp_path / "saved_models" / "ResNet34_Unet_bs8_best_model.pth").exists()
+
+
+def test_ctrl_c_exits_cleanly_and_keeps_the_last_epoch(tmp_path, monkeypatch, capsys):
+    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
+    last = tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+    before = last.read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(train_args(tmp_path, "--resume", str(last), "-e", "3"))
+    assert exit_info.value.code == 130
+    assert "--resume" in capsys.readouterr().out
+    assert last.read_bytes() == before
+
+
+def test_a_new_run_never_replaces_an_earlier_one_unless_asked(tmp_path):
+    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
+    with pytest.raises(ProjectError, match="--resume .*--overwrite"):
+        train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
+    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet", "--overwrite", "-e", "2"))
+    assert load_checkpoint(tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth")["epoch"] == 2
+
+
+def test_runs_without_cbam_have_their_own_file_names(tmp_path):
+    args = train_args(tmp_path, "--model_type", "ResNet34_Unet", "--no_cbam")
+    assert train.output_paths(args)["best"].name == "ResNet34_Unet_nocbam_bs8_best_model.pth"
+    assert train.output_paths(train_args(tmp_path, "--model_type", "Unet", "--no_cbam"))["best"].name == \
+        "Unet_bs8_best_model.pth"
+
+
+def test_encoder_weights_with_unet_is_refused(tmp_path):
+    with pytest.raises(ProjectError, match="ResNet34_Unet only"):
+        train.main(train_args(tmp_path, "--model_type", "Unet", "--encoder_weights", "imagenet"))
+
+
+def test_channels_last_training_step_matches_the_default_layout():
+    torch.manual_seed(0)
+    images = normalize_images(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8), **NORMALIZATION)
+    masks = torch.randint(0, 2, (2, 64, 64))
+    reference = build_model("ResNet34_Unet")
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        model = build_model("ResNet34_Unet").to(memory_format=memory_format)
+        model.load_state_dict(reference.state_dict())
+        loss = compute_loss("ce", model(images.contiguous(memory_format=memory_format)), masks)
+        loss.backward()
+        results.append((loss.item(), [p.grad for p in model.parameters()]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert (a - b).norm() <= 1e-2 * a.norm() + 1e-7
+
+
+def test_bad_flags_exit_with_a_message_not_a_traceback(tmp_path):
+    for flags in (["-b", "0"], ["-e", "0"], ["--model_type", "resnet50"]):
+        result = subprocess.run([sys.executable, "src/train.py", *flags], cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, flags
+    result = subprocess.run([sys.executable, "src/train.py", "--data_path", str(tmp_path / "nothing"),
+                             "--resume", str(tmp_path / "missing_last.pth")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "missing_last.pth" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_torchrun_with_two_cpu_processes_writes_one_model_that_loads_single_process(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "src/train.py",
+               "--data_path", str(SAMPLE), "--model_type", "ResNet34_Unet", "--image_size", "32", "-b", "4", "-e", "1",
+               "--num_workers", "0", "--device", "cpu", "--save_dir", str(tmp_path / "saved_models"),
+               "--log_dir", str(tmp_path / "checkpoints")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("epoch 1/1:") == 1
+    assert "2 processes" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "saved_models").iterdir()) == ["ResNet34_Unet_bs4_best_model.pth",
+                                                                              "ResNet34_Unet_bs4_last.pth"]
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ResNet34_Unet_bs4_history.json"]
+    best = tmp_path / "saved_models" / "ResNet34_Unet_bs4_best_model.pth"
+    _, checkpoint = load_trained_model(best, torch.device("cpu"))
+    assert not any(key.startswith("module.") for key in checkpoint["model"])
