@@ -118,7 +118,7 @@ def predict_files(net, record, paths, out_dir, device, tta):
     stems = set()
     for path in paths:
         try:
-            image = read_image(path)
+            image = read_image(path, upright=True)
         except ProjectError as error:
             warnings.warn(f"skipped {path}: {error}")
             continue

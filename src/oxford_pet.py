@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from utils import ProjectError, is_main_process
@@ -76,9 +76,10 @@ def sample_paths(root, name):
     return Path(root) / "images" / f"{name}.jpg", Path(root) / "annotations" / "trimaps" / f"{name}.png"
 
 
-def read_image(path):
+def read_image(path, upright=False):
     """Any image Pillow reads, whatever its name says, as H x W x 3 uint8 RGB of its true size.
 
+    upright applies the EXIF orientation (for photos; the dataset's trimaps match the stored pixels, so not there).
     A missing, unreadable or truncated file raises ProjectError.
     """
     path = Path(path)
@@ -86,7 +87,7 @@ def read_image(path):
         raise ProjectError(f"{path}: no such file.")
     try:
         with Image.open(path) as file:
-            return np.array(file.convert("RGB"))
+            return np.array((ImageOps.exif_transpose(file) if upright else file).convert("RGB"))
     except IMAGE_ERRORS as error:
         raise ProjectError(f"{path} could not be read as an image ({error}).") from None
 

@@ -121,7 +121,7 @@ def plot_histories(histories, labels, out_path, title=None):
     for ax, name in ((ax_dice, "validation Dice"), (ax_loss, "training loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     ax_dice.set_title("Validation Dice per epoch (\u2605 best epoch)")

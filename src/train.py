@@ -22,6 +22,7 @@ from utils import (LOSSES, NORMALIZATION, ProjectError, SegmentationTransform, a
                    prepare_batch, run_cli, save_checkpoint, save_json, seed_everything)
 
 # Flags that may change when a run is resumed; everything else comes from the checkpoint's own args.
+DEFAULT_EPOCHS = 50
 RUNTIME_FLAGS = ("epochs", "device", "num_workers", "data_path", "save_dir", "log_dir", "no_cache", "compile")
 
 
@@ -29,7 +30,8 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_path", default="dataset/oxford-iiit-pet", help="dataset folder (downloaded if missing)")
     parser.add_argument("--model_type", type=model_type_arg, default="ResNet34_Unet", help="Unet or ResNet34_Unet")
-    parser.add_argument("--epochs", "-e", type=positive_int, default=50)
+    parser.add_argument("--epochs", "-e", type=positive_int, default=None,
+                        help=f"default {DEFAULT_EPOCHS}; with --resume, the checkpoint's")
     parser.add_argument("--batch_size", "-b", type=positive_int, default=4, help="per process under torchrun")
     parser.add_argument("--learning-rate", "-lr", dest="learning_rate", type=float, default=1e-4)
     parser.add_argument("--no_cbam", action="store_true", help="ResNet34_Unet without CBAM")
@@ -225,6 +227,7 @@ def main(args):
             raise ProjectError(f"--resume {args.resume} is not a *_last.pth checkpoint of src/train.py "
                                "(a best model holds no optimizer state to resume from).")
         args = restore_args(args, checkpoint)
+    args.epochs = args.epochs or DEFAULT_EPOCHS
     if args.model_type == "Unet" and args.encoder_weights:
         raise ProjectError("--encoder_weights applies to ResNet34_Unet only; U-Net has no pretrained encoder.")
     last = output_paths(args)["last"]
@@ -253,6 +256,15 @@ def build_training_model(args, checkpoint, device, world_size):
     return model.to(device, memory_format=memory_format)
 
 
+def build_optimization(args, model, device):
+    """The report's Adam and ReduceLROnPlateau on validation Dice, and the AMP gradient scaler."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=args.lr_patience)
+    # Loss scaling only matters for fp16; with bf16 or float32 the scaler is a pass-through.
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and autocast_dtype(device) == torch.float16)
+    return optimizer, scheduler, scaler
+
+
 def train(args, checkpoint, device, rank, world_size):
     seed_everything(args.seed)
     if device.type == "cuda":
@@ -264,10 +276,7 @@ def train(args, checkpoint, device, rank, world_size):
         device_ids = None if device.index is None else [device.index]
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     step_model = torch.compile(model) if args.compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=args.lr_patience)
-    # Loss scaling only matters for fp16; with bf16 or float32 the scaler is a pass-through.
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and autocast_dtype(device) == torch.float16)
+    optimizer, scheduler, scaler = build_optimization(args, model, device)
     state = TrainingState(checkpoint)
     if checkpoint:
         optimizer.load_state_dict(checkpoint["optimizer"])

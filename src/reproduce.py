@@ -1,0 +1,339 @@
+"""Reproduce the report: its five training runs, their test scores, its figures and tables, in one folder.
+
+    python src/reproduce.py --data_path dataset/oxford-iiit-pet --amp              (the report: 256 px, 50 epochs)
+    python src/reproduce.py --improved --encoder_weights resnet34-b627a593.pth     (and the report's proposals)
+    python src/reproduce.py --quick                  (the bundled sample at 64 px, 1 epoch: minutes on a CPU)
+    python src/reproduce.py --runs Unet:8,ResNet34_Unet:8 -e 20 --out reports/short
+
+Every output lives under --out (default reports/<dataset folder>_<image size>px): saved_models/, checkpoints/
+(histories and inference_result.csv), the figures and REPORT.md. The same command again skips finished runs,
+resumes an interrupted one from its *_last.pth and never tests a model file twice.
+"""
+import argparse
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+import inference
+import plot_history
+import report
+import train
+from evaluate import evaluate
+from models import canonical_model_type
+from oxford_pet import load_dataset
+from summary import model_summary
+from utils import (NORMALIZATION, ProjectError, atomic_write, choose_device, load_checkpoint, positive_int,
+                   run_cli)
+
+SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "oxford-iiit-pet-sample"
+QUICK_FLAGS = ["--data_path", str(SAMPLE), "--image_size", "64", "--epochs", "1", "--num_workers", "0"]
+REPORT_RUNS = "Unet:8,Unet:16,ResNet34_Unet:8,ResNet34_Unet:16,ResNet34_Unet:32"
+# train.py flags that the sweep sets for each run, and what to do instead.
+SWEEP_FLAGS = {"model_type": "use --runs", "batch_size": "use --runs", "save_dir": "use --out", "log_dir": "use --out",
+               "resume": "run the same command again to resume",
+               "overwrite": "to start a sweep afresh, delete its folder or give another --out"}
+SET_BY_SWEEP = object()
+TIMED_STEPS = 2
+
+
+@dataclass(frozen=True)
+class Run:
+    model_type: str
+    batch_size: int
+    improved: bool = False
+
+    def __str__(self):
+        return f"{self.model_type}_bs{self.batch_size}{' improved' if self.improved else ''}"
+
+
+IMPROVED_RUN = Run("ResNet34_Unet", 8, improved=True)
+FIGURES = [
+    ("fig1_unet_batch_size.png", "U-Net: batch size 8 vs 16", [Run("Unet", 8), Run("Unet", 16)]),
+    ("fig2_resnet34_unet_batch_size.png", "ResNet34+U-Net: batch size 8, 16 and 32",
+     [Run("ResNet34_Unet", 8), Run("ResNet34_Unet", 16), Run("ResNet34_Unet", 32)]),
+    ("fig3_unet_vs_resnet34_unet.png", "U-Net vs ResNet34+U-Net at batch size 8",
+     [Run("Unet", 8), Run("ResNet34_Unet", 8)]),
+]
+IMPROVED_FIGURE = ("fig4_improved.png", "ResNet34+U-Net at batch size 8: the report's recipe vs improved",
+                   [Run("ResNet34_Unet", 8), IMPROVED_RUN])
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        epilog="Every other flag is src/train.py's and applies to every run (python src/train.py --help), such as "
+               "--data_path, --epochs/-e (50), --image_size (256), --amp, --num_workers, --device, --learning-rate.")
+    parser.add_argument("--runs", default=REPORT_RUNS, help="comma-separated Model:batch_size items (default: the "
+                        "report's five runs)")
+    parser.add_argument("--improved", action="store_true", help=f"add a sixth run, {IMPROVED_RUN.model_type} batch "
+                        f"{IMPROVED_RUN.batch_size} with a pretrained encoder, --loss ce+dice and --occlusion")
+    parser.add_argument("--encoder_weights", default=None, help="the --improved run's encoder: 'imagenet' (the "
+                        "default, downloaded) or a local torchvision resnet34 .pth")
+    parser.add_argument("--out", default=None, help="the sweep's folder (default reports/<dataset folder>_<image "
+                        "size>px, so the same command finds its runs again)")
+    parser.add_argument("--quick", action="store_true", help="defaults for a smoke test: the bundled sample, 64 px, "
+                        "1 epoch, --num_workers 0 (flags given explicitly still win)")
+    return parser
+
+
+def parse_args(argv=None):
+    """The sweep's own flags; the rest is kept in .train_flags for train.py's parser."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, train_flags = get_args_parser().parse_known_args(argv)
+    args.train_flags = train_flags
+    args.command = shlex.join(["python", "src/reproduce.py", *argv])
+    return args
+
+
+def parse_runs(text):
+    runs = []
+    for item in text.split(","):
+        model_type, _, batch_size = item.strip().partition(":")
+        try:
+            run = Run(canonical_model_type(model_type), positive_int(batch_size))
+        except ValueError:
+            raise ProjectError(f"--runs item {item!r} is not Model:batch_size; write items such as Unet:8 or "
+                               "ResNet34_Unet:16 (models Unet or ResNet34_Unet, batch sizes of at least 1), "
+                               "separated by commas.") from None
+        if run in runs:
+            raise ProjectError(f"--runs lists {item!r} twice; every run of a sweep needs its own model and batch "
+                               "size.")
+        runs.append(run)
+    return runs
+
+
+def parse_train_flags(args):
+    """train.py's Namespace shared by all runs: --quick's defaults, then the flags given (later ones win)."""
+    parser = train.get_args_parser()
+    parser.set_defaults(**dict.fromkeys(SWEEP_FLAGS, SET_BY_SWEEP))
+    flags = (QUICK_FLAGS if args.quick else []) + args.train_flags
+    train_args, unknown = parser.parse_known_args(flags)
+    if unknown:
+        raise ProjectError(f"neither src/reproduce.py nor src/train.py knows {' '.join(unknown)}; see python "
+                           "src/reproduce.py --help, and python src/train.py --help for the flags passed to training.")
+    for dest, instead in SWEEP_FLAGS.items():
+        if getattr(train_args, dest) is not SET_BY_SWEEP:
+            raise ProjectError(f"--{dest} is chosen for each run by the sweep; drop it from the command ({instead}).")
+    # The sweep's epoch count is its plan, so it also applies to runs it resumes.
+    train_args.epochs = train_args.epochs or train.DEFAULT_EPOCHS
+    return train_args
+
+
+def run_args(base, run, out, encoder_weights):
+    """The train.py arguments of one run; the improved run keeps its files in improved/ subfolders."""
+    subfolder = "improved" if run.improved else ""
+    args = argparse.Namespace(**vars(base))
+    args.model_type, args.batch_size, args.resume, args.overwrite = run.model_type, run.batch_size, None, False
+    args.save_dir, args.log_dir = str(out / "saved_models" / subfolder), str(out / "checkpoints" / subfolder)
+    if run.improved:
+        args.encoder_weights, args.loss, args.occlusion = encoder_weights or "imagenet", "ce+dice", True
+    return args
+
+
+def resume_state(args):
+    """(args as train.py would resume them, TrainingState) of a run with a *_last.pth; (args, None) without one.
+
+    A run folder holds one setting: a checkpoint trained with other non-runtime flags is an error, not a silent mix
+    (flags newer than the checkpoint are not compared).
+    """
+    last = train.output_paths(args)["last"]
+    if not last.exists():
+        return args, None
+    checkpoint = load_checkpoint(last, "the sweep's checkpoint")
+    resumed = train.restore_args(argparse.Namespace(**dict(vars(args), resume=str(last))), checkpoint)
+    fixed = set(vars(args)) & set(checkpoint["args"]) - set(train.RUNTIME_FLAGS) - set(SWEEP_FLAGS)
+    changed = [f"{key} {getattr(resumed, key)!r} there, {getattr(args, key)!r} now" for key in sorted(fixed)
+               if getattr(resumed, key) != getattr(args, key)]
+    if changed:
+        raise ProjectError(f"{last} was trained with other settings than this command asks for ({'; '.join(changed)}). "
+                           "A sweep folder holds one setting: give the flags it was started with, or another --out.")
+    return resumed, train.TrainingState(checkpoint)
+
+
+def random_batch(batch_size, image_size):
+    return {"image": torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8),
+            "mask": torch.randint(0, 2, (batch_size, image_size, image_size))}
+
+
+def timed(work):
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def seconds_per_epoch(args, device, train_images, valid_images):
+    """Time a few steps of train.py's own training epoch and of validation on random uint8 batches, at the run's
+    batch and image size; the improved run's encoder weights are loaded here, so a bad path fails before training."""
+    model = train.build_training_model(args, None, device, 1)
+    optimizer, _, scaler = train.build_optimization(args, model, device)
+    batches = [random_batch(args.batch_size, args.image_size)] * TIMED_STEPS
+    train.train_one_epoch(model, batches[:1], optimizer, scaler, device, args, 0)  # warm-up: allocation, autotuning
+    train_step = timed(lambda: train.train_one_epoch(model, batches, optimizer, scaler, device, args, 0)) / TIMED_STEPS
+    valid_step = timed(lambda: evaluate(model, batches, device, NORMALIZATION, amp=args.amp,
+                                        channels_last=not args.no_channels_last)) / TIMED_STEPS
+    return (math.ceil(train_images / args.batch_size) * train_step
+            + math.ceil(valid_images / args.batch_size) * valid_step)
+
+
+def format_duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def plural(count, word):
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def print_plan(runs, plan, base, out, device):
+    """List the runs, which are skipped or resumed, and the time left from a short timing of each unfinished run
+    (all timed first, so that the timing's progress bars do not split the list)."""
+    cache = not base.no_cache
+    train_images = len(load_dataset(base.data_path, "train", None, base.image_size, cache))
+    valid_images = len(load_dataset(base.data_path, "valid", None, base.image_size, cache, download=False))
+    finished = [state is not None and state.is_done(args) for args, state in plan]
+    epochs_left = [args.epochs - (state.epoch if state else 0) for args, state in plan]
+    estimates = [0.0 if done else epochs * seconds_per_epoch(args, device, train_images, valid_images)
+                 for (args, _), done, epochs in zip(plan, finished, epochs_left)]
+    print(f"Sweep in {out}: {plural(len(runs), 'run')} on {device}, {train_images} train / {valid_images} valid "
+          f"images at {base.image_size}x{base.image_size}, up to {plural(base.epochs, 'epoch')} each")
+    for index, (run, (args, state)) in enumerate(zip(runs, plan)):
+        header = f"  run {index + 1}/{len(runs)}: {run}: "
+        if finished[index]:
+            print(header + f"finished ({plural(state.epoch, 'epoch')}), skipped")
+        else:
+            start = f"resumes at epoch {state.epoch + 1}" if state else "starts"
+            print(header + f"{start}, {plural(epochs_left[index], 'epoch')} at most, "
+                  f"{format_duration(estimates[index])}")
+    if all(finished):
+        print("Every run is finished; only the report is written again.")
+        return
+    print(f"Estimated time: {format_duration(sum(estimates))}, an upper bound since early stopping may end runs "
+          f"sooner ({TIMED_STEPS} timed training and validation steps per run on random data, times steps per epoch "
+          "and epochs; data loading and testing are not timed)")
+
+
+def recorded_result(csv_path, model_path):
+    """The newest test-split row (no TTA) of inference_result.csv that scored this model file as it is now."""
+    if not csv_path.exists():
+        return None
+    saved = datetime.fromtimestamp(model_path.stat().st_mtime).replace(microsecond=0)
+    rows = [row for row in report.read_results(csv_path)
+            if row["split"] == "test" and row["tta"] is False and Path(row["model"]).resolve() == model_path.resolve()
+            and datetime.fromisoformat(row["timestamp"]) >= saved]
+    return rows[-1] if rows else None
+
+
+def train_and_test(args, state, csv_path):
+    """Train a run unless it is finished (resuming from its *_last.pth), then test its best model once."""
+    if state is not None and state.is_done(args):
+        print(f"finished at epoch {state.epoch} (best epoch {state.best_epoch}); not trained again")
+    else:
+        train.main(args)
+    best = train.output_paths(args)["best"]
+    if recorded_result(csv_path, best):
+        print(f"{best} is already tested in {csv_path}")
+        return
+    inference.main(inference.get_args_parser().parse_args(
+        ["--model", str(best), "--data_path", args.data_path, "--split", "test", "--batch_size", str(args.batch_size),
+         "--num_workers", str(args.num_workers), "--device", args.device, "--log_dir", str(csv_path.parent),
+         *(["--no_cache"] if args.no_cache else [])]))
+
+
+def figure_section(name, title, figure_runs, runs, histories, out):
+    """Draw one of the report's figures when at least two of its runs are in the sweep; else say why not."""
+    present = [run for run in figure_runs if run in runs]
+    missing = ", ".join(str(run) for run in figure_runs if run not in runs)
+    if len(present) < 2:
+        return f"### {title}\n\nLeft out: {missing} not in --runs.\n"
+    labels = [plot_history.run_label(histories[run]) + (" improved" if run.improved else "") for run in present]
+    plot_history.plot_histories([histories[run] for run in present], labels, out / name, title)
+    note = f" ({missing} not in --runs)" if missing else ""
+    return f"### {title}{note}\n\n![{title}]({name})\n"
+
+
+def training_table(runs, histories):
+    lines = ["| run | epochs run | best epoch | best validation Dice | training time |", "|---|---|---|---|---|"]
+    for run in runs:
+        history = histories[run]
+        seconds = sum(row["seconds"] for row in history["history"])
+        lines.append(f"| {run} | {history['history'][-1]['epoch']} | {history['best_epoch']} | "
+                     f"{history['best_val_dice']:.4f} | {format_duration(seconds)} |")
+    return "\n".join(lines)
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
+
+
+def write_report(args, base, runs, plan, out, csv_path, device):
+    """REPORT.md with the figures beside it, written atomically once every run is trained and tested."""
+    histories = {run: plot_history.load_history(train.output_paths(run_plan[0])["history"])
+                 for run, run_plan in zip(runs, plan)}
+    figures = FIGURES + ([IMPROVED_FIGURE] if args.improved else [])
+    rows = [recorded_result(csv_path, train.output_paths(train_args)["best"]) for train_args, _ in plan]
+    use_cbam = not base.no_cbam
+    summaries = "\n".join(f"### {model_type}\n\n```\n{model_summary(model_type, use_cbam, base.image_size)}\n```\n"
+                          for model_type in ("Unet", "ResNet34_Unet"))
+    text = "\n".join([
+        "# Reproduction: U-Net vs ResNet34+U-Net with CBAM on Oxford-IIIT Pet\n",
+        f"- command: `{args.command}`",
+        f"- data: `{base.data_path}` at {base.image_size}x{base.image_size}, "
+        f"up to {plural(base.epochs, 'epoch')} per run",
+        f"- device: {device_name(device)}; torch {torch.__version__}",
+        f"- written: {datetime.now().isoformat(timespec='seconds')}\n",
+        "## Test results\n",
+        "Dice and IoU are per-image means over the test split; dataset Dice and IoU count the pixels of the whole "
+        "split at once.\n",
+        report.results_table(rows) + "\n",
+        "The report's published figures (full dataset, 256x256, 50 epochs):\n",
+        report.published_table() + "\n",
+        "## Figures\n",
+        "Validation Dice (the best epoch starred) and training loss per epoch.\n",
+        *(figure_section(*figure, runs, histories, out) for figure in figures),
+        "## Training\n",
+        training_table(runs, histories) + "\n",
+        f"## Models (torchinfo, {base.image_size}x{base.image_size} input)\n",
+        summaries,
+    ])
+    path = out / "REPORT.md"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def main(args):
+    runs = parse_runs(args.runs) + ([IMPROVED_RUN] if args.improved else [])
+    if args.encoder_weights and not args.improved:
+        raise ProjectError("--encoder_weights sets the encoder of the --improved run only; add --improved, or drop "
+                           "it (the report's runs train from scratch).")
+    base = parse_train_flags(args)
+    out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")
+    device = choose_device(base.device)
+    plan = [resume_state(run_args(base, run, out, args.encoder_weights)) for run in runs]
+    csv_path = out / "checkpoints" / "inference_result.csv"
+    try:
+        print_plan(runs, plan, base, out, device)
+        for index, (run, (train_args, state)) in enumerate(zip(runs, plan), 1):
+            print(f"\nrun {index}/{len(runs)}: {run}")
+            train_and_test(train_args, state, csv_path)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # train.py saves the last epoch on Ctrl-C and exits 130; elsewhere Ctrl-C arrives as KeyboardInterrupt.
+        if isinstance(stop, SystemExit) and stop.code != 130:
+            raise
+        print(f"\nThe sweep stopped; the same command continues it:\n  {args.command}")
+        sys.exit(130)
+    path = write_report(args, base, runs, plan, out, csv_path, device)
+    print(f"\nWrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_args())

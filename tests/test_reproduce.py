@@ -1,0 +1,132 @@
+import csv
+import json
+
+import pytest
+import torch
+import torchvision
+
+import reproduce
+import train
+from conftest import SAMPLE
+from utils import ProjectError
+
+RUNS = ["Unet_bs8", "Unet_bs16", "ResNet34_Unet_bs8", "ResNet34_Unet_bs16", "ResNet34_Unet_bs32"]
+FIGURES = ["fig1_unet_batch_size.png", "fig2_resnet34_unet_batch_size.png", "fig3_unet_vs_resnet34_unet.png"]
+
+
+def sweep(out, *flags):
+    return reproduce.main(reproduce.parse_args(["--quick", "--image_size", "32", "--device", "cpu", "--out", str(out),
+                                                *flags]))
+
+
+def read_rows(out):
+    with open(out / "checkpoints" / "inference_result.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def read_history(out, name):
+    return json.loads((out / "checkpoints" / f"{name}_history.json").read_text())
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as patch:
+        # The time estimate is tested on a single run below; here it would add a third to the sweep's time.
+        patch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
+        sweep(out, "--runs", "Unet:8,Unet:16,ResNet34_Unet:8,ResNet34_Unet:16,ResNet34_Unet:32")
+    return out
+
+
+def test_the_quick_sweep_trains_tests_and_reports_every_run(quick_sweep):
+    out = quick_sweep
+    for name in RUNS:
+        history = read_history(out, name)
+        assert [row["epoch"] for row in history["history"]] == [1]
+        assert history["args"]["image_size"] == 32 and history["args"]["data_path"] == str(SAMPLE)
+    rows = read_rows(out)
+    assert sorted(row["model"] for row in rows) == sorted(
+        str(out / "saved_models" / f"{name}_best_model.pth") for name in RUNS)
+    assert {row["split"] for row in rows} == {"test"}
+    assert all((out / name).stat().st_size > 0 for name in FIGURES)
+    text = (out / "REPORT.md").read_text()
+    assert all(f"| {name} |" in text for name in RUNS)
+    assert all(f"]({name})" in text for name in FIGURES)
+    assert "report (published)" in text and "```" in text and "python src/reproduce.py --quick" in text
+
+
+def test_running_the_same_sweep_again_trains_and_tests_nothing(quick_sweep, monkeypatch, capsys):
+    monkeypatch.setattr(train, "train_one_epoch", no_training)
+    sweep(quick_sweep, "--runs", reproduce.REPORT_RUNS)
+    assert len(read_rows(quick_sweep)) == 5
+    assert capsys.readouterr().out.count("skipped") == 5
+
+
+def test_a_sweep_folder_refuses_other_training_settings(quick_sweep):
+    with pytest.raises(ProjectError, match="loss 'ce' there, 'dice' now"):
+        sweep(quick_sweep, "--loss", "dice")
+
+
+def test_a_run_stopped_after_its_first_epoch_is_resumed_not_restarted(tmp_path, monkeypatch, capsys):
+    real_train_one_epoch = train.train_one_epoch
+
+    def stop_in_epoch_2(model, loader, optimizer, scaler, device, args, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_train_one_epoch(model, loader, optimizer, scaler, device, args, epoch)
+
+    monkeypatch.setattr(train, "train_one_epoch", stop_in_epoch_2)
+    with pytest.raises(SystemExit) as stop:
+        sweep(tmp_path, "--runs", "ResNet34_Unet:32", "-e", "2")
+    assert stop.value.code == 130
+    first_epoch = read_history(tmp_path, "ResNet34_Unet_bs32")["history"]
+    assert [row["epoch"] for row in first_epoch] == [1]
+    monkeypatch.setattr(train, "train_one_epoch", real_train_one_epoch)
+    capsys.readouterr()
+    sweep(tmp_path, "--runs", "ResNet34_Unet:32", "-e", "2")
+    plan = capsys.readouterr().out
+    assert "run 1/1: ResNet34_Unet_bs32: resumes at epoch 2, 1 epoch at most" in plan and "Estimated time:" in plan
+    history = read_history(tmp_path, "ResNet34_Unet_bs32")["history"]
+    assert [row["epoch"] for row in history] == [1, 2] and history[0] == first_epoch[0]
+    assert len(read_rows(tmp_path)) == 1
+
+
+def test_the_improved_run_keeps_its_own_files_and_figure(tmp_path, monkeypatch):
+    weights = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), weights)
+    monkeypatch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
+    sweep(tmp_path / "out", "--runs", "ResNet34_Unet:8", "--improved", "--encoder_weights", str(weights))
+    out = tmp_path / "out"
+    improved = json.loads((out / "checkpoints" / "improved" / "ResNet34_Unet_bs8_history.json").read_text())
+    assert (improved["args"]["loss"], improved["args"]["occlusion"]) == ("ce+dice", True)
+    assert improved["args"]["encoder_weights"] == str(weights)
+    assert read_history(out, "ResNet34_Unet_bs8")["args"]["loss"] == "ce"
+    assert len(read_rows(out)) == 2
+    assert (out / "saved_models" / "improved" / "ResNet34_Unet_bs8_best_model.pth").exists()
+    text = (out / "REPORT.md").read_text()
+    assert "](fig4_improved.png)" in text and not (out / FIGURES[0]).exists()
+    assert "Left out: Unet_bs8, Unet_bs16 not in --runs." in text
+
+
+@pytest.mark.parametrize("item", ["VGG:8", "Unet", "Unet:0", "Unet:eight", ""])
+def test_a_bad_runs_item_is_named_in_the_error(item):
+    with pytest.raises(ProjectError, match=f"--runs item '{item}'"):
+        reproduce.parse_runs(f"Unet:8,{item}")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bogus", "1"], "knows --bogus 1"),
+    (["-b", "8"], "--batch_size is chosen for each run"),
+    (["--save_dir", "x"], "--save_dir is chosen for each run"),
+    (["--overwrite"], "--overwrite is chosen for each run"),
+    (["--encoder_weights", "imagenet"], "--improved run only"),
+    (["--runs", "Unet:8,unet:8"], "twice"),
+])
+def test_flags_the_sweep_cannot_honour_are_refused_before_training(tmp_path, flags, message):
+    with pytest.raises(ProjectError, match=message):
+        sweep(tmp_path, *flags)
+    assert not (tmp_path / "saved_models").exists()
