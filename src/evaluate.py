@@ -50,7 +50,7 @@ def get_args_parser():
     parser.add_argument("--data_path", default="dataset/oxford-iiit-pet")
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
     parser.add_argument("--batch_size", "-b", type=positive_int, default=4)
-    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--num_workers", type=int, default=None, help="default: 4 on CUDA, 0 on the CPU")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     parser.add_argument("--no_cache", action="store_true")

@@ -40,7 +40,7 @@ def get_args_parser():
     parser.add_argument("--output_dir", default="predictions", help="where --images writes masks and overlays")
     parser.add_argument("--save_dir", default="saved_models")
     parser.add_argument("--log_dir", default="checkpoints")
-    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--num_workers", type=int, default=None, help="default: 4 on CUDA, 0 on the CPU")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     parser.add_argument("--no_cache", action="store_true")
     return parser

@@ -93,7 +93,7 @@ def read_image(path, upright=False):
 
 
 def read_trimap(path, shape):
-    """A trimap as an H x W uint8 array; ProjectError unless it is readable, of the given shape, and holds only 1, 2, 3."""
+    """A trimap as an H x W uint8 array; ProjectError unless readable, of the given shape, and holding only 1, 2, 3."""
     path = Path(path)
     if not path.is_file():
         raise ProjectError(f"{path}: no such file.")
@@ -187,7 +187,7 @@ class OxfordPetDataset(torch.utils.data.Dataset):
 
 
 class SimpleOxfordPetDataset(OxfordPetDataset):
-    """Samples resized to image_size x image_size: {"image": 3 x S x S uint8, "mask": S x S uint8 0/1, "trimap", "name"}.
+    """Samples resized to S x S (S = image_size): {"image": 3 x S x S uint8, "mask": S x S uint8 0/1, "trimap", "name"}.
 
     The transform runs on the resized S x S x 3 image before it becomes channels-first. With use_cache the resized
     samples come from the resize cache (see the module docstring), built here, in the constructor.
@@ -282,7 +282,7 @@ def open_cache(entry, size):
 
 
 def open_or_build_cache(root, mode, size, names, folder):
-    """(entry folder, problems, arrays) of the cache of these names at this size, built first when missing or damaged."""
+    """(entry folder, problems, arrays) of the cache of these names at this size; built first if missing or damaged."""
     entry = folder / f"{mode}-{size}-{cache_key(root, names)}"
     if entry.is_dir():
         try:

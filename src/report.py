@@ -28,7 +28,7 @@ def get_args_parser():
 
 
 def read_results(csv_path):
-    """The rows of an inference_result.csv with numbers parsed; use_cbam and tta become booleans (tta None if absent)."""
+    """The rows of an inference_result.csv, numbers parsed; use_cbam and tta become booleans (tta None if absent)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise ProjectError(f"--csv {csv_path}: no such file; src/inference.py writes it when it tests a model.")

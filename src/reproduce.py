@@ -242,8 +242,8 @@ def train_and_test(args, state, csv_path):
         return
     inference.main(inference.get_args_parser().parse_args(
         ["--model", str(best), "--data_path", args.data_path, "--split", "test", "--batch_size", str(args.batch_size),
-         "--num_workers", str(args.num_workers), "--device", args.device, "--log_dir", str(csv_path.parent),
-         *(["--no_cache"] if args.no_cache else [])]))
+         "--device", args.device, "--log_dir", str(csv_path.parent), *(["--no_cache"] if args.no_cache else []),
+         *(["--num_workers", str(args.num_workers)] if args.num_workers is not None else [])]))
 
 
 def figure_section(name, title, figure_runs, runs, histories, out):

@@ -36,7 +36,7 @@ def get_args_parser():
     parser.add_argument("--learning-rate", "-lr", dest="learning_rate", type=float, default=1e-4)
     parser.add_argument("--no_cbam", action="store_true", help="ResNet34_Unet without CBAM")
     parser.add_argument("--image_size", type=positive_int, default=256)
-    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--num_workers", type=int, default=None, help="default: 4 on CUDA, 0 on the CPU")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     parser.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16")

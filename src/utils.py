@@ -191,12 +191,23 @@ def prepare_batch(batch, device, normalization, channels_last=False):
     return images, batch["mask"].to(device, non_blocking=True).long()
 
 
+def default_num_workers(device):
+    """4 loader workers feed a GPU; on the CPU the cached, resized samples cost far less than a training step,
+    and workers would only take cores from it."""
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
 def build_loader(dataset, batch_size, num_workers, device, shuffle=False, sampler=None, generator=None):
-    """A DataLoader that never drops a sample; pinned memory on CUDA; seeded workers."""
+    """A DataLoader that never drops a sample; pinned memory on CUDA; seeded workers (None: the device's default).
+
+    Evaluation loaders keep their workers between epochs; training loaders start them anew each epoch, so that
+    every epoch's augmentation follows from (seed, epoch) alone.
+    """
+    num_workers = default_num_workers(device) if num_workers is None else num_workers
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=num_workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
-        generator=generator, drop_last=False)
+        generator=generator, drop_last=False, persistent_workers=num_workers > 0 and not shuffle)
 
 
 # ---------------------------------------------------------------- metrics and losses

@@ -14,6 +14,45 @@ def pad_to_multiple(x, multiple):
     return F.pad(x, (0, pad_w, 0, pad_h))
 
 
+class _ConvTranspose2x2Function(torch.autograd.Function):
+    """F.conv_transpose2d with kernel 2 and stride 2, whose backward is written as two matrix products."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return F.conv_transpose2d(x, weight, bias, stride=2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        # Each output pixel (2i + a, 2j + b) is x[:, :, i, j] @ weight[:, :, a, b], so with the rows of x as
+        # pixels and the columns of grad as (a, b, out channel), both gradients are one matrix product each.
+        x, weight = ctx.saved_tensors
+        n, c, h, w = x.shape
+        out_channels = weight.shape[1]
+        grad = grad.permute(0, 2, 3, 1).reshape(n, h, 2, w, 2, out_channels).transpose(2, 3)
+        grad = grad.reshape(n * h * w, 4 * out_channels)
+        kernel = weight.permute(0, 2, 3, 1).reshape(c, 4 * out_channels)
+        grad_x = torch.mm(grad, kernel.t()).view(n, h, w, c).permute(0, 3, 1, 2)
+        pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        grad_weight = torch.mm(pixels.t(), grad).view(c, 2, 2, out_channels).permute(0, 3, 1, 2)
+        return grad_x, grad_weight, grad.sum(dim=0).view(4, out_channels).sum(dim=0)
+
+
+class ConvTranspose2x2(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d(kernel_size=2, stride=2) (same parameters and outputs) with a faster CPU backward.
+
+    oneDNN computes this layer's gradients for channels_last inputs about 2x slower than two matrix products do.
+    """
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels, kernel_size=2, stride=2)
+
+    def forward(self, x):
+        if x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
+            return _ConvTranspose2x2Function.apply(x, self.weight, self.bias)
+        return super().forward(x)
+
+
 class DoubleConv(nn.Module):
     """(3x3 conv, padding 1, bias -> ReLU) twice."""
 
@@ -35,7 +74,7 @@ class Up(nn.Module):
 
     def __init__(self, in_channels, out_channels):
         super().__init__()
-        self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, kernel_size=2, stride=2)
+        self.up = ConvTranspose2x2(in_channels, in_channels // 2)
         self.conv = DoubleConv(in_channels, out_channels)
 
     def forward(self, x, skip):
