@@ -21,7 +21,7 @@ test: install
 	$(PY) -m pytest -q tests
 
 demo: install
-	$(PY) src/train.py --data_path $(SAMPLE) --model_type ResNet34_Unet --image_size 128 -e 3 -b 8 \
+	$(PY) src/train.py --data_path $(SAMPLE) --model_type ResNet34_Unet --image_size 128 -e 8 -b 8 -lr 1e-3 \
 		--save_dir saved_models/demo --log_dir checkpoints/demo --overwrite
 	$(PY) src/inference.py --data_path $(SAMPLE) --model saved_models/demo/ResNet34_Unet_bs8_best_model.pth \
 		--log_dir checkpoints/demo --visualize
