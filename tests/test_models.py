@@ -90,3 +90,23 @@ def test_imagenet_download_failure_says_how_to_pass_a_file(monkeypatch):
     monkeypatch.setattr(torchvision.models.ResNet34_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     with pytest.raises(ProjectError, match="--encoder_weights /path/to"):
         build_model("ResNet34_Unet", encoder_weights="imagenet")
+
+
+def test_cbam_pooling_gradient_matches_autograd():
+    from models.resnet34_unet import MeanMax
+
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    for dims in ((2, 3), (1,)):
+        assert torch.autograd.gradcheck(lambda t: MeanMax.apply(t, dims), (x,))
+
+
+def test_fast_transposed_convolution_matches_pytorch_in_value_and_gradient():
+    from models.unet import ConvTranspose2x2
+
+    torch.manual_seed(0)
+    layer = ConvTranspose2x2(6, 4).double()
+    x = torch.randn(2, 6, 5, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(layer, (x,))
+    reference = torch.nn.functional.conv_transpose2d(x, layer.weight, layer.bias, stride=2)
+    torch.testing.assert_close(layer(x), reference)
