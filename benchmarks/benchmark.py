@@ -1,0 +1,392 @@
+"""Speed of the report's networks and data pipeline, with segmentation_models_pytorch's Unet as the reference.
+
+    GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
+        python benchmarks/benchmark.py --device cpu --channels_last
+    python benchmarks/benchmark.py --device cuda --amp --channels_last --num_workers 8 --data_path dataset/oxford-iiit-pet
+
+Everything runs in one process and the repetitions are interleaved (every model, then every model again), so a
+change in the machine's load touches all of them alike and the ratios stay fair. Figures are medians over
+--repeats. Training step: forward, cross-entropy, backward and an Adam step on a fixed random batch. The
+--amp, --channels_last and --compile flags apply to every model, the reference included (with --channels_last,
+smp_Unet_resnet34_nchw is the reference in its default NCHW layout).
+"""
+import argparse
+import ctypes
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchinfo
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # run as a script from anywhere, like the scripts in src/
+
+from models import build_model  # noqa: E402
+from oxford_pet import OxfordPetDataset, SimpleOxfordPetDataset, resize_image, resize_trimap  # noqa: E402
+from utils import (ProjectError, SegmentationTransform, autocast, autocast_dtype, choose_device, compute_loss,  # noqa: E402
+                   positive_int, run_cli, save_json)
+
+REFERENCE = "smp_Unet_resnet34"
+# The reference in the layout its users get by default, measured beside it when --channels_last is on.
+REFERENCE_NCHW = "smp_Unet_resnet34_nchw"
+MODELS = ("Unet", "ResNet34_Unet", "ResNet34_Unet_nocbam", REFERENCE, REFERENCE_NCHW)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--image_size", type=positive_int, default=256)
+    parser.add_argument("--batch_size", "-b", type=positive_int, default=8)
+    parser.add_argument("--amp", action="store_true", help="autocast (bf16 where supported, else fp16)")
+    parser.add_argument("--channels_last", action="store_true", help="channels_last models and inputs")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--models", nargs="*", choices=MODELS, default=None,
+                        help=f"default: all (smp_* only when segmentation_models_pytorch is installed, "
+                             f"{REFERENCE_NCHW} only with --channels_last); "
+                             "--models with no name measures no model")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repetitions; figures are medians")
+    parser.add_argument("--warmup", type=positive_int, default=2, help="untimed steps of each kind before timing")
+    parser.add_argument("--min_seconds", type=float, default=1.0,
+                        help="each repetition repeats a step until it lasts about this long")
+    parser.add_argument("--data_path", default=str(ROOT / "dataset" / "oxford-iiit-pet-sample"),
+                        help="a dataset folder whose train split the loaders read")
+    parser.add_argument("--num_workers", type=int, default=0, help="loader workers (0: in this process)")
+    parser.add_argument("--no_loader", action="store_true", help="skip the data loader comparison")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    return parser
+
+
+# ---------------------------------------------------------------- environment, timing, memory
+
+def environment(device):
+    """What the figures depend on: device, torch, threads, allocator settings and the machine's load."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = cpu_name()
+    allocator = {key: os.environ[key] for key in ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF",
+                                                  "PYTORCH_CUDA_ALLOC_CONF") if key in os.environ}
+    return {"device": f"{device.type}: {name}", "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "allocator": allocator or "default", "load_average": list(os.getloadavg()),
+            "python": platform.python_version()}
+
+
+def cpu_name():
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    return f"{model}, {os.cpu_count()} logical cores"
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(step, device):
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def calibrate(step, device, warmup, min_seconds):
+    """Run the warm-up calls; return how many calls make one repetition last about min_seconds (at least 1)."""
+    for _ in range(warmup - 1):
+        step()
+    return max(1, round(min_seconds / seconds_per_call(step, device)))
+
+
+def interleaved_rates(tasks, device, repeats):
+    """{name: median items/s}; tasks are {name: (step, calls per repetition, items per call)}, timed in turn."""
+    rates = {name: [] for name in tasks}
+    for _ in range(repeats):
+        for name, (step, calls, items) in tasks.items():
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls):
+                step()
+            synchronize(device)
+            rates[name].append(calls * items / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def step_memory_mib(step, device):
+    """Peak memory of one call above what was in use just before it (CUDA allocations, or process RSS on Linux)."""
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    # Hand freed heap pages back to the OS first, so the baseline is what is really in use, then reset VmHWM.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = proc_status_kib("VmRSS")
+    step()
+    return (proc_status_kib("VmHWM") - before) / 1024
+
+
+def proc_status_kib(field):
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    return int(line.split()[1])
+
+
+# ---------------------------------------------------------------- models
+
+def available_models(requested, channels_last):
+    """The models to measure; the reference is left out of the default set when its package is missing."""
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+        has_smp = True
+    except ImportError:
+        has_smp = False
+    if requested is None:
+        if not has_smp:
+            print(f"segmentation_models_pytorch is not installed, so {REFERENCE} is not measured "
+                  "(pip install -r requirements-bench.txt).")
+        return [name for name in MODELS if (has_smp or not name.startswith("smp_"))
+                and (channels_last or name != REFERENCE_NCHW)]
+    if any(name.startswith("smp_") for name in requested) and not has_smp:
+        raise ProjectError("--models smp_* needs segmentation_models_pytorch; pip install -r "
+                           "requirements-bench.txt, or leave it out of --models.")
+    return list(dict.fromkeys(requested))
+
+
+def build_candidate(name):
+    if name.startswith("smp_"):
+        import segmentation_models_pytorch as smp
+        return smp.Unet("resnet34", encoder_weights=None, classes=2)
+    return build_model(name.removesuffix("_nocbam"), use_cbam=not name.endswith("_nocbam"))
+
+
+def random_batch(batch_size, image_size, memory_format, device):
+    images = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=memory_format)
+    return images, torch.randint(0, 2, (batch_size, image_size, image_size), device=device)
+
+
+def training_step(model, memory_format, args, device):
+    """A callable that runs one training step of the report's loop on a fixed random batch."""
+    images, masks = random_batch(args.batch_size, args.image_size, memory_format, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and autocast_dtype(device) == torch.float16)
+
+    def step():
+        model.train()
+        with autocast(device, args.amp):
+            loss = compute_loss("ce", model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def inference_step(model, batch_size, memory_format, args, device):
+    images, _ = random_batch(batch_size, args.image_size, memory_format, device)
+
+    def step():
+        model.eval()
+        with torch.inference_mode(), autocast(device, args.amp):
+            model(images)
+
+    return step
+
+
+def prepare_model(name, args, device):
+    """(record, tasks) of one model: its size and FLOPs, warmed-up steps, and a training step's memory."""
+    model = build_candidate(name)
+    mult_adds = torchinfo.summary(model, input_size=(1, 3, args.image_size, args.image_size), verbose=0).total_mult_adds
+    channels_last = args.channels_last and name != REFERENCE_NCHW
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    run = torch.compile(model, dynamic=False) if args.compile else model
+    steps = {"train": (training_step(run, memory_format, args, device), args.batch_size),
+             "infer_bs1": (inference_step(run, 1, memory_format, args, device), 1),
+             f"infer_bs{args.batch_size}": (inference_step(run, args.batch_size, memory_format, args, device),
+                                            args.batch_size)}
+    tasks = {(name, kind): (step, calibrate(step, device, args.warmup, args.min_seconds), items)
+             for kind, (step, items) in steps.items()}
+    record = {"params": sum(p.numel() for p in model.parameters()),
+              "train_gflop_per_image": mult_adds * 2 * 3 / 1e9,
+              "train_step_memory_mib": step_memory_mib(steps["train"][0], device)}
+    return record, tasks
+
+
+def peak_tasks(device, args):
+    """Dense matrix multiplies, timed along with the models: torch.mm, and the same product as a channels_last 1x1
+    convolution (the library the models' convolutions use; on AMD CPUs oneDNN's kernels outrun MKL's sgemm).
+    float32 on the CPU (bf16 with --amp), bf16 on CUDA."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (4096, torch.bfloat16 if args.amp else torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    pixels = a.view(1, n, n // 64, 64).contiguous(memory_format=torch.channels_last)
+    kernel = b.view(n, n, 1, 1)
+
+    def mm():
+        torch.mm(a, b, out=out)
+
+    def conv1x1():
+        with torch.inference_mode():
+            torch.nn.functional.conv2d(pixels, kernel)
+
+    gflop = 2 * n**3 / 1e9
+    return {("peak", name): (step, calibrate(step, device, args.warmup, args.min_seconds), gflop)
+            for name, step in (("torch.mm", mm), ("conv1x1", conv1x1))}
+
+
+def measure(names, args, device):
+    """(peak, {model: record}): matmul peaks and per-model figures, all timed in one interleaved loop."""
+    tasks = peak_tasks(device, args)
+    records = {}
+    for name in names:
+        print(f"warming up {name} ...", flush=True)
+        records[name], model_tasks = prepare_model(name, args, device)
+        tasks.update(model_tasks)
+    rates = interleaved_rates(tasks, device, args.repeats)
+    dtype = "bfloat16" if device.type == "cuda" or args.amp else "float32"
+    peak = {"torch_mm_gflops": rates[("peak", "torch.mm")], "conv1x1_gflops": rates[("peak", "conv1x1")],
+            "dtype": dtype, "size": 8192 if device.type == "cuda" else 4096}
+    for (name, kind), rate in rates.items():
+        if name != "peak":
+            records[name][f"{kind}_images_per_second"] = rate
+    for name, record in records.items():
+        for kind in ("train", "infer_bs1", f"infer_bs{args.batch_size}"):
+            reference = records.get(REFERENCE, {}).get(f"{kind}_images_per_second")
+            record[f"{kind}_vs_reference"] = record[f"{kind}_images_per_second"] / reference if reference else None
+        record["train_gflops"] = record["train_images_per_second"] * record["train_gflop_per_image"]
+        record["train_percent_of_torch_mm"] = 100 * record["train_gflops"] / peak["torch_mm_gflops"]
+        record["train_percent_of_conv1x1"] = 100 * record["train_gflops"] / peak["conv1x1_gflops"]
+    return peak, records
+
+
+# ---------------------------------------------------------------- data loaders
+
+class AugmentThenResize:
+    """The report's pipeline: augment the original-size sample, then resize it to the training size, CHW image."""
+
+    def __init__(self, image_size):
+        self.augment = SegmentationTransform(seed=0)
+        self.image_size = image_size
+
+    def __call__(self, image, mask, trimap):
+        image, mask, trimap = self.augment(image, mask, trimap)
+        size = self.image_size
+        return resize_image(image, size).transpose(2, 0, 1), resize_trimap(mask, size), resize_trimap(trimap, size)
+
+
+def loader_pass(dataset, args):
+    """A callable that reads one whole epoch of dataset through a DataLoader with --num_workers workers."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                                         num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
+
+    def read_epoch():
+        for _ in loader:
+            pass
+
+    return read_epoch
+
+
+def loader_rates(datasets, args):
+    cpu = torch.device("cpu")
+    tasks = {}
+    for name, dataset in datasets.items():
+        step = loader_pass(dataset, args)
+        tasks[name] = (step, calibrate(step, cpu, args.warmup, args.min_seconds), len(dataset))
+    return interleaved_rates(tasks, cpu, args.repeats)
+
+
+def measure_loaders(args):
+    """Images/s of the train split: the report's way against the resize cache with augmentation at training size."""
+    report = OxfordPetDataset(args.data_path, "train", AugmentThenResize(args.image_size))
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        cached = SimpleOxfordPetDataset(args.data_path, "train", SegmentationTransform(seed=0), args.image_size,
+                                        cache_dir=cache_dir)
+        build_seconds = time.perf_counter() - start
+        # Loading in this process gets a DataLoader worker's setting: one torch thread (for collating).
+        torch.set_num_threads(1 if args.num_workers == 0 else threads)
+        try:
+            rates = loader_rates({"report": report, "cached": cached}, args)
+        finally:
+            torch.set_num_threads(threads)
+    return {"data_path": str(args.data_path), "images": len(report), "num_workers": args.num_workers,
+            "report_images_per_second": rates["report"], "cached_images_per_second": rates["cached"],
+            "cached_vs_report": rates["cached"] / rates["report"], "cache_build_seconds": build_seconds}
+
+
+# ---------------------------------------------------------------- report
+
+def markdown(results, args):
+    env, peak = results["environment"], results["matmul_peak"]
+    flags = " ".join(f"--{flag}" for flag in ("amp", "channels_last", "compile") if getattr(args, flag)) or "none"
+    lines = [f"{env['device']}; torch {env['torch']}, {env['threads']} threads, allocator {env['allocator']}, "
+             f"load average {env['load_average'][0]:.2f} at the start, {env['load_average_at_end'][0]:.2f} at the end",
+             f"{args.image_size}x{args.image_size}, batch {args.batch_size}, flags: {flags}; medians of {args.repeats}; "
+             f"matmul peak ({peak['dtype']}, {peak['size']}^2): torch.mm {peak['torch_mm_gflops']:.0f} GFLOP/s, "
+             f"as a 1x1 convolution {peak['conv1x1_gflops']:.0f} GFLOP/s"]
+    if results["models"]:
+        lines += ["", *model_table(results["models"], args.batch_size)]
+    if results.get("loader"):
+        lines += ["", *loader_table(results["loader"], args.image_size)]
+    return "\n".join(lines)
+
+
+def model_table(records, batch_size):
+    bs = batch_size
+    lines = [f"| model | params | train img/s | vs ref | infer bs1 img/s | vs ref | infer bs{bs} img/s | vs ref "
+             "| train step memory MiB | train GFLOP/s | % of torch.mm | % of 1x1 conv |", "|---" * 12 + "|"]
+    for name, r in records.items():
+        memory = "n/a" if r["train_step_memory_mib"] is None else f"{r['train_step_memory_mib']:.0f}"
+        lines.append(
+            f"| {name} | {r['params']:,} | {r['train_images_per_second']:.2f} | {ratio(r['train_vs_reference'])} "
+            f"| {r['infer_bs1_images_per_second']:.2f} | {ratio(r['infer_bs1_vs_reference'])} "
+            f"| {r[f'infer_bs{bs}_images_per_second']:.2f} | {ratio(r[f'infer_bs{bs}_vs_reference'])} "
+            f"| {memory} | {r['train_gflops']:.0f} | {r['train_percent_of_torch_mm']:.0f} % "
+            f"| {r['train_percent_of_conv1x1']:.0f} % |")
+    return lines
+
+
+def loader_table(loader, image_size):
+    return [f"Data loader, train split of {loader['data_path']} ({loader['images']} images), "
+            f"{loader['num_workers']} workers:", "",
+            "| loader | img/s | vs report's |", "|---|---|---|",
+            f"| report's: decode, augment at original size, resize | {loader['report_images_per_second']:.0f} | 1.00x |",
+            f"| resize cache, augment at {image_size}x{image_size} | {loader['cached_images_per_second']:.0f} "
+            f"| {loader['cached_vs_report']:.2f}x |"]
+
+
+def ratio(value):
+    return "" if value is None else f"{value:.2f}x"
+
+
+def main(args):
+    device = choose_device(args.device)
+    names = available_models(args.models, args.channels_last)
+    results = {"environment": environment(device), "args": vars(args)}
+    # The loaders go first: after a large matrix multiply, torch's OpenMP threads keep spinning and slow
+    # OpenCV's own threads in the augmentation (here, 30x).
+    if not args.no_loader:
+        results["loader"] = measure_loaders(args)
+    results["matmul_peak"], results["models"] = measure(names, args, device)
+    results["environment"]["load_average_at_end"] = list(os.getloadavg())
+    save_json(results, args.out)
+    print(markdown(results, args))
+    return results
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser().parse_args())

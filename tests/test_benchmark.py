@@ -1,0 +1,40 @@
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, SAMPLE
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import benchmark  # noqa: E402
+
+
+def tiny_args(tmp_path, *models):
+    return benchmark.get_args_parser().parse_args([
+        "--device", "cpu", "--image_size", "32", "--batch_size", "2", "--repeats", "1", "--warmup", "1",
+        "--min_seconds", "0", "--data_path", str(SAMPLE), "--out", str(tmp_path / "results.json"),
+        "--models", *models])
+
+
+def test_models_and_loaders_are_measured_and_written(tmp_path):
+    results = benchmark.main(tiny_args(tmp_path, "Unet", "ResNet34_Unet", "ResNet34_Unet_nocbam"))
+    assert json.loads((tmp_path / "results.json").read_text())["models"].keys() == results["models"].keys()
+    assert {"device", "torch", "threads", "allocator"} <= set(results["environment"])
+    assert results["matmul_peak"]["torch_mm_gflops"] > 0 and results["matmul_peak"]["conv1x1_gflops"] > 0
+    record = results["models"]["ResNet34_Unet"]
+    for kind in ("train", "infer_bs1", "infer_bs2"):
+        assert record[f"{kind}_images_per_second"] > 0
+        assert record[f"{kind}_vs_reference"] is None
+    assert record["params"] == 21_890_670 and record["train_gflop_per_image"] > 0
+    assert results["loader"]["images"] > 0
+    assert results["loader"]["cached_vs_report"] > 0
+
+
+def test_reference_gives_every_model_a_ratio(tmp_path):
+    pytest.importorskip("segmentation_models_pytorch")
+    args = tiny_args(tmp_path, "ResNet34_Unet", benchmark.REFERENCE)
+    args.no_loader = True
+    results = benchmark.main(args)
+    assert results["models"][benchmark.REFERENCE]["train_vs_reference"] == 1.0
+    assert results["models"]["ResNet34_Unet"]["infer_bs1_vs_reference"] > 0
+    assert "loader" not in results
