@@ -100,6 +100,21 @@ def test_cbam_pooling_gradient_matches_autograd():
         assert torch.autograd.gradcheck(lambda t: MeanMax.apply(t, dims), (x,))
 
 
+def test_cbam_pooling_shares_the_gradient_among_ties_like_autograd():
+    from models.resnet34_unet import MeanMax
+
+    x = torch.relu(torch.randn(2, 4, 3, 3, dtype=torch.float64))
+    x[0, 1] = 0  # a dead channel: every pixel ties for its maximum
+    x[1, :, 0, 0] = 0  # a pixel where every channel ties
+    for dims in ((2, 3), (1,)):
+        ours, autograd = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        mean, peak = MeanMax.apply(ours, dims)
+        grads = torch.randn_like(mean), torch.randn_like(peak)
+        torch.autograd.backward((mean, peak), grads)
+        torch.autograd.backward((autograd.mean(dims, keepdim=True), autograd.amax(dims, keepdim=True)), grads)
+        torch.testing.assert_close(ours.grad, autograd.grad)
+
+
 def test_fast_transposed_convolution_matches_pytorch_in_value_and_gradient():
     from models.unet import ConvTranspose2x2
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils import (ProjectError, SegmentationMeter, SegmentationTransform, append_csv_row, atomic_write,
-                   compute_loss, dice_score, iou_score, load_checkpoint, normalize_images, run_cli, save_checkpoint,
-                   save_json)
+from utils import (ProjectError, RandomRotate90, SegmentationMeter, SegmentationTransform, append_csv_row,
+                   atomic_write, compute_loss, dice_score, iou_score, load_checkpoint, normalize_images, run_cli,
+                   save_checkpoint, save_json)
 
 
 def logits_for(pred):
@@ -115,6 +115,14 @@ def test_augmentation_moves_image_mask_and_trimap_together():
         assert (bright == (out_mask == 1)).mean() > 0.97
         changed += not np.array_equal(out_mask, mask)
     assert changed > 5
+
+
+def test_rotate90_gives_numpys_rotation_for_every_factor():
+    rng = np.random.default_rng(0)
+    image, mask = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8), rng.integers(0, 2, (5, 7), dtype=np.uint8)
+    for factor in range(4):
+        for array in (image, mask):
+            np.testing.assert_array_equal(RandomRotate90(p=1).apply(array, factor), np.rot90(array, factor))
 
 
 def test_augmentation_is_reproducible_from_its_seed():
