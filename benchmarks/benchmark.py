@@ -2,7 +2,8 @@
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
         python benchmarks/benchmark.py --device cpu --channels_last
-    python benchmarks/benchmark.py --device cuda --amp --channels_last --num_workers 8 --data_path dataset/oxford-iiit-pet
+    python benchmarks/benchmark.py --device cuda --amp --channels_last --num_workers 8 \\
+        --data_path dataset/oxford-iiit-pet
 
 Everything runs in one process and the repetitions are interleaved (every model, then every model again), so a
 change in the machine's load touches all of them alike and the ratios stay fair. Figures are medians over
@@ -28,8 +29,8 @@ sys.path.insert(0, str(ROOT / "src"))  # run as a script from anywhere, like the
 
 from models import build_model  # noqa: E402
 from oxford_pet import OxfordPetDataset, SimpleOxfordPetDataset, resize_image, resize_trimap  # noqa: E402
-from utils import (ProjectError, SegmentationTransform, autocast, autocast_dtype, choose_device, compute_loss,  # noqa: E402
-                   positive_int, run_cli, save_json)
+from utils import (ProjectError, SegmentationTransform, autocast, autocast_dtype, choose_device,  # noqa: E402
+                   compute_loss, positive_int, run_cli, save_json)
 
 REFERENCE = "smp_Unet_resnet34"
 # The reference in the layout its users get by default, measured beside it when --channels_last is on.
@@ -65,10 +66,7 @@ def get_args_parser():
 
 def environment(device):
     """What the figures depend on: device, torch, threads, allocator settings and the machine's load."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     allocator = {key: os.environ[key] for key in ("GLIBC_TUNABLES", "LD_PRELOAD", "MALLOC_CONF",
                                                   "PYTORCH_CUDA_ALLOC_CONF") if key in os.environ}
     return {"device": f"{device.type}: {name}", "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -154,7 +152,7 @@ def available_models(requested, channels_last):
         has_smp = False
     if requested is None:
         if not has_smp:
-            print(f"segmentation_models_pytorch is not installed, so {REFERENCE} is not measured "
+            print("segmentation_models_pytorch is not installed, so the reference is not measured "
                   "(pip install -r requirements-bench.txt).")
         return [name for name in MODELS if (has_smp or not name.startswith("smp_"))
                 and (channels_last or name != REFERENCE_NCHW)]
@@ -229,7 +227,7 @@ def peak_tasks(device, args):
     """Dense matrix multiplies, timed along with the models: torch.mm, and the same product as a channels_last 1x1
     convolution (the library the models' convolutions use; on AMD CPUs oneDNN's kernels outrun MKL's sgemm).
     float32 on the CPU (bf16 with --amp), bf16 on CUDA."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (4096, torch.bfloat16 if args.amp else torch.float32)
+    n, dtype = peak_shape(device, args)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
     pixels = a.view(1, n, n // 64, 64).contiguous(memory_format=torch.channels_last)
@@ -247,6 +245,12 @@ def peak_tasks(device, args):
             for name, step in (("torch.mm", mm), ("conv1x1", conv1x1))}
 
 
+def peak_shape(device, args):
+    if device.type == "cuda":
+        return 8192, torch.bfloat16
+    return 4096, torch.bfloat16 if args.amp else torch.float32
+
+
 def measure(names, args, device):
     """(peak, {model: record}): matmul peaks and per-model figures, all timed in one interleaved loop."""
     tasks = peak_tasks(device, args)
@@ -256,9 +260,9 @@ def measure(names, args, device):
         records[name], model_tasks = prepare_model(name, args, device)
         tasks.update(model_tasks)
     rates = interleaved_rates(tasks, device, args.repeats)
-    dtype = "bfloat16" if device.type == "cuda" or args.amp else "float32"
+    size, dtype = peak_shape(device, args)
     peak = {"torch_mm_gflops": rates[("peak", "torch.mm")], "conv1x1_gflops": rates[("peak", "conv1x1")],
-            "dtype": dtype, "size": 8192 if device.type == "cuda" else 4096}
+            "dtype": str(dtype).removeprefix("torch."), "size": size}
     for (name, kind), rate in rates.items():
         if name != "peak":
             records[name][f"{kind}_images_per_second"] = rate
@@ -335,7 +339,8 @@ def markdown(results, args):
     flags = " ".join(f"--{flag}" for flag in ("amp", "channels_last", "compile") if getattr(args, flag)) or "none"
     lines = [f"{env['device']}; torch {env['torch']}, {env['threads']} threads, allocator {env['allocator']}, "
              f"load average {env['load_average'][0]:.2f} at the start, {env['load_average_at_end'][0]:.2f} at the end",
-             f"{args.image_size}x{args.image_size}, batch {args.batch_size}, flags: {flags}; medians of {args.repeats}; "
+             f"{args.image_size}x{args.image_size}, batch {args.batch_size}, flags: {flags}; "
+             f"medians of {args.repeats}; "
              f"matmul peak ({peak['dtype']}, {peak['size']}^2): torch.mm {peak['torch_mm_gflops']:.0f} GFLOP/s, "
              f"as a 1x1 convolution {peak['conv1x1_gflops']:.0f} GFLOP/s"]
     if results["models"]:
@@ -364,7 +369,8 @@ def loader_table(loader, image_size):
     return [f"Data loader, train split of {loader['data_path']} ({loader['images']} images), "
             f"{loader['num_workers']} workers:", "",
             "| loader | img/s | vs report's |", "|---|---|---|",
-            f"| report's: decode, augment at original size, resize | {loader['report_images_per_second']:.0f} | 1.00x |",
+            f"| report's: decode, augment at original size, resize | {loader['report_images_per_second']:.0f} "
+            "| 1.00x |",
             f"| resize cache, augment at {image_size}x{image_size} | {loader['cached_images_per_second']:.0f} "
             f"| {loader['cached_vs_report']:.2f}x |"]
 
@@ -377,8 +383,6 @@ def main(args):
     device = choose_device(args.device)
     names = available_models(args.models, args.channels_last)
     results = {"environment": environment(device), "args": vars(args)}
-    # The loaders go first: after a large matrix multiply, torch's OpenMP threads keep spinning and slow
-    # OpenCV's own threads in the augmentation (here, 30x).
     if not args.no_loader:
         results["loader"] = measure_loaders(args)
     results["matmul_peak"], results["models"] = measure(names, args, device)
