@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import evaluate
-from conftest import ROOT
 
 
 class ConstantNet(torch.nn.Module):
