@@ -125,3 +125,37 @@ def test_fast_transposed_convolution_matches_pytorch_in_value_and_gradient():
     assert torch.autograd.gradcheck(layer, (x,))
     reference = torch.nn.functional.conv_transpose2d(x, layer.weight, layer.bias, stride=2)
     torch.testing.assert_close(layer(x), reference)
+
+
+def test_fast_transposed_convolution_trains_under_cpu_autocast_like_pytorch():
+    from models.unet import ConvTranspose2x2
+
+    torch.manual_seed(0)
+    ours = ConvTranspose2x2(8, 4)
+    reference = torch.nn.ConvTranspose2d(8, 4, 2, stride=2)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for layer in (ours, reference):
+        inputs = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(inputs)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+        grads.append([inputs.grad, layer.weight.grad, layer.bias.grad])
+    for mine, theirs in zip(*grads):
+        assert mine.dtype == torch.float32
+        torch.testing.assert_close(mine, theirs, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("model_type", ["Unet", "ResNet34_Unet"])
+def test_channels_last_autocast_training_step_on_the_cpu(model_type):
+    torch.manual_seed(0)
+    model = build_model(model_type).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    torch.nn.functional.cross_entropy(logits.float(), torch.randint(0, 2, (2, 32, 32))).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.dtype == torch.float32, name
+        assert torch.isfinite(param.grad).all(), name

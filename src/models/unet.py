@@ -26,16 +26,18 @@ class _ConvTranspose2x2Function(torch.autograd.Function):
     def backward(ctx, grad):
         # Each output pixel (2i + a, 2j + b) is x[:, :, i, j] @ weight[:, :, a, b], so with the rows of x as
         # pixels and the columns of grad as (a, b, out channel), both gradients are one matrix product each.
+        # Under autocast the forward ran in grad's (lower) precision; the products do too, as autograd's would.
         x, weight = ctx.saved_tensors
         n, c, h, w = x.shape
         out_channels = weight.shape[1]
         grad = grad.permute(0, 2, 3, 1).reshape(n, h, 2, w, 2, out_channels).transpose(2, 3)
         grad = grad.reshape(n * h * w, 4 * out_channels)
-        kernel = weight.permute(0, 2, 3, 1).reshape(c, 4 * out_channels)
+        kernel = weight.to(grad.dtype).permute(0, 2, 3, 1).reshape(c, 4 * out_channels)
         grad_x = torch.mm(grad, kernel.t()).view(n, h, w, c).permute(0, 3, 1, 2)
-        pixels = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        pixels = x.to(grad.dtype).permute(0, 2, 3, 1).reshape(n * h * w, c)
         grad_weight = torch.mm(pixels.t(), grad).view(c, 2, 2, out_channels).permute(0, 3, 1, 2)
-        return grad_x, grad_weight, grad.sum(dim=0).view(4, out_channels).sum(dim=0)
+        grad_bias = grad.sum(dim=0, dtype=weight.dtype).view(4, out_channels).sum(dim=0)
+        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), grad_bias.to(weight.dtype)
 
 
 class ConvTranspose2x2(nn.ConvTranspose2d):
