@@ -12,6 +12,7 @@ change in the machine's load touches all of them alike and the ratios stay fair.
 smp_Unet_resnet34_nchw is the reference in its default NCHW layout).
 """
 import argparse
+import copy
 import ctypes
 import os
 import platform
@@ -27,7 +28,7 @@ import torchinfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run as a script from anywhere, like the scripts in src/
 
-from models import build_model  # noqa: E402
+from models import build_model, fold_batchnorm  # noqa: E402
 from oxford_pet import OxfordPetDataset, SimpleOxfordPetDataset, resize_image, resize_trimap  # noqa: E402
 from utils import (ProjectError, SegmentationTransform, autocast, autocast_dtype, choose_device,  # noqa: E402
                    compute_loss, positive_int, run_cli, save_json)
@@ -169,6 +170,14 @@ def build_candidate(name):
     return build_model(name.removesuffix("_nocbam"), use_cbam=not name.endswith("_nocbam"))
 
 
+def inference_model(name, model):
+    """This project's models infer as src/inference.py runs them, with BatchNorm folded into the convolutions;
+    the reference as its users run it."""
+    if name.startswith("smp_"):
+        return model
+    return fold_batchnorm(copy.deepcopy(model).eval())
+
+
 def random_batch(batch_size, image_size, memory_format, device):
     images = torch.randn(batch_size, 3, image_size, image_size, device=device).contiguous(memory_format=memory_format)
     return images, torch.randint(0, 2, (batch_size, image_size, image_size), device=device)
@@ -210,10 +219,11 @@ def prepare_model(name, args, device):
     channels_last = args.channels_last and name != REFERENCE_NCHW
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    run = torch.compile(model, dynamic=False) if args.compile else model
-    steps = {"train": (training_step(run, memory_format, args, device), args.batch_size),
-             "infer_bs1": (inference_step(run, 1, memory_format, args, device), 1),
-             f"infer_bs{args.batch_size}": (inference_step(run, args.batch_size, memory_format, args, device),
+    train, infer = (torch.compile(net, dynamic=False) if args.compile else net
+                    for net in (model, inference_model(name, model)))
+    steps = {"train": (training_step(train, memory_format, args, device), args.batch_size),
+             "infer_bs1": (inference_step(infer, 1, memory_format, args, device), 1),
+             f"infer_bs{args.batch_size}": (inference_step(infer, args.batch_size, memory_format, args, device),
                                             args.batch_size)}
     tasks = {(name, kind): (step, calibrate(step, device, args.warmup, args.min_seconds), items)
              for kind, (step, items) in steps.items()}

@@ -64,7 +64,7 @@ def evaluate_checkpoint(model_path, data_path, split, batch_size, num_workers, d
     record = checkpoint["model_record"]
     dataset = load_dataset(data_path, split, None, record["image_size"], use_cache)
     loader = build_loader(dataset, batch_size, num_workers, device)
-    metrics = evaluate(net, loader, device, record["normalization"], tta=tta)
+    metrics = evaluate(net, loader, device, record["normalization"], channels_last=True, tta=tta)
     return metrics, net, checkpoint, dataset
 
 

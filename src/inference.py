@@ -57,7 +57,8 @@ def newest_best_model(save_dir):
 def predict_probabilities(net, images, device, record, tta=False):
     """Foreground probability maps N x H x W for a uint8 N x 3 x H x W batch."""
     with torch.inference_mode():
-        images, _ = prepare_batch({"image": images, "mask": torch.zeros(0)}, device, record["normalization"])
+        images, _ = prepare_batch({"image": images, "mask": torch.zeros(0)}, device, record["normalization"],
+                                  channels_last=True)
         return predict(net, images, tta).exp()[:, 1].float().cpu()
 
 

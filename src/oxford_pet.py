@@ -177,10 +177,14 @@ class OxfordPetDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.names)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        """key: an index, or (index, seed) as utils.SeededSampler yields, to augment the sample from that seed."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         image, trimap = self.load(index)
         mask = mask_from_trimap(trimap)
         if self.transform is not None:
+            if seed is not None:
+                self.transform.set_random_seed(seed)
             image, mask, trimap = self.transform(image, mask, trimap)
         return {"image": np.ascontiguousarray(image), "mask": np.ascontiguousarray(mask),
                 "trimap": np.ascontiguousarray(trimap), "name": self.names[index]}
@@ -216,8 +220,8 @@ class SimpleOxfordPetDataset(OxfordPetDataset):
         images, trimaps = self.arrays
         return np.array(images[index]), np.array(trimaps[index])
 
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
+    def __getitem__(self, key):
+        item = super().__getitem__(key)
         item["image"] = np.ascontiguousarray(item["image"].transpose(2, 0, 1))
         return item
 

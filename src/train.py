@@ -19,7 +19,7 @@ from models import build_model, model_record, model_type_arg
 from oxford_pet import load_dataset
 from utils import (LOSSES, NORMALIZATION, ProjectError, SegmentationTransform, autocast, autocast_dtype,
                    build_loader, compute_loss, init_distributed, is_main_process, load_checkpoint, positive_int,
-                   prepare_batch, run_cli, save_checkpoint, save_json, seed_everything)
+                   SeededSampler, prepare_batch, run_cli, save_checkpoint, save_json, seed_everything)
 
 # Flags that may change when a run is resumed; everything else comes from the checkpoint's own args.
 DEFAULT_EPOCHS = 50
@@ -94,11 +94,8 @@ def build_datasets(args, rank):
 
 def build_training_loaders(args, device, rank, world_size):
     train_set, valid_set = build_datasets(args, rank)
-    sampler = None
-    if world_size > 1:
-        sampler = torch.utils.data.DistributedSampler(train_set, world_size, rank, shuffle=True, seed=args.seed)
-    train_loader = build_loader(train_set, args.batch_size, args.num_workers, device, shuffle=True, sampler=sampler,
-                                generator=torch.Generator())
+    sampler = SeededSampler(train_set, args.seed, rank, world_size)
+    train_loader = build_loader(train_set, args.batch_size, args.num_workers, device, sampler=sampler)
     # Each process scores a disjoint slice of the validation split, with no padding, so summed metrics are exact.
     valid_shard = torch.utils.data.Subset(valid_set, range(rank, len(valid_set), world_size))
     valid_loader = build_loader(valid_shard, args.batch_size, args.num_workers, device)
@@ -108,11 +105,7 @@ def build_training_loaders(args, device, rank, world_size):
 def seed_epoch(args, epoch, loader):
     """Every random source of an epoch derives from (seed, epoch), so a resumed run repeats an uninterrupted one."""
     seed_everything(args.seed + epoch)
-    loader.generator.manual_seed(args.seed + epoch)
-    if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    if loader.dataset.transform is not None:
-        loader.dataset.transform.set_random_seed(args.seed + epoch)
+    loader.sampler.set_epoch(epoch)
 
 
 def check_finite(loss_sum, steps, epoch):

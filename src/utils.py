@@ -198,17 +198,27 @@ def default_num_workers(device):
     return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
-def build_loader(dataset, batch_size, num_workers, device, shuffle=False, sampler=None, generator=None):
-    """A DataLoader that never drops a sample; pinned memory on CUDA; seeded workers (None: the device's default).
-
-    Evaluation loaders keep their workers between epochs; training loaders start them anew each epoch, so that
-    every epoch's augmentation follows from (seed, epoch) alone.
-    """
+def build_loader(dataset, batch_size, num_workers, device, sampler=None):
+    """A DataLoader in order (or in the sampler's order) that never drops a sample; pinned memory on CUDA; seeded
+    workers (num_workers None: the device's default) that persist between epochs."""
     num_workers = default_num_workers(device) if num_workers is None else num_workers
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-        num_workers=num_workers, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
-        generator=generator, drop_last=False, persistent_workers=num_workers > 0 and not shuffle)
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        pin_memory=device.type == "cuda", worker_init_fn=seed_worker, drop_last=False,
+        persistent_workers=num_workers > 0)
+
+
+class SeededSampler(torch.utils.data.DistributedSampler):
+    """The training order, shuffled (and sharded under torchrun) by DistributedSampler, with each index paired with
+    the seed of its augmentation. Both follow from (seed, epoch) alone, so an epoch is the same whatever the number
+    of workers, with workers that persist between epochs, and after a resume."""
+
+    def __init__(self, dataset, seed, rank=0, world_size=1):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+
+    def __iter__(self):
+        for index in super().__iter__():
+            yield index, int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------- metrics and losses

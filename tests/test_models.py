@@ -3,7 +3,7 @@ import torch
 import torchinfo
 import torchvision
 
-from models import build_model, canonical_model_type
+from models import build_model, canonical_model_type, fold_batchnorm, prepare_for_inference
 from utils import ProjectError
 
 
@@ -159,3 +159,44 @@ def test_channels_last_autocast_training_step_on_the_cpu(model_type):
     for name, param in model.named_parameters():
         assert param.grad is not None and param.grad.dtype == torch.float32, name
         assert torch.isfinite(param.grad).all(), name
+
+
+def randomize_batchnorm_statistics(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize("use_cbam", [True, False])
+def test_folding_batchnorm_keeps_the_outputs_and_removes_every_batchnorm(use_cbam):
+    torch.manual_seed(0)
+    model = build_model("ResNet34_Unet", use_cbam=use_cbam)
+    randomize_batchnorm_statistics(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model.eval()(x)
+        folded = fold_batchnorm(model)
+        assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_folding_batchnorm_refuses_a_model_in_training_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_model("ResNet34_Unet"))
+
+
+def test_prepared_model_is_channels_last_in_eval_mode_with_the_same_outputs():
+    torch.manual_seed(0)
+    model = build_model("ResNet34_Unet")
+    randomize_batchnorm_statistics(model)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model.eval()(x)
+        prepared = prepare_for_inference(model, torch.device("cpu"))
+        assert not prepared.training
+        assert prepared.encoder.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(prepared(x.contiguous(memory_format=torch.channels_last)), expected,
+                                   rtol=1e-4, atol=1e-4)

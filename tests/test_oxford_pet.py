@@ -188,6 +188,39 @@ def test_transform_runs_on_the_resized_hwc_arrays(tmp_path):
     assert augmented["image"].shape == (3, 16, 16) and augmented["mask"].shape == (16, 16)
 
 
+def test_an_index_with_a_seed_gives_the_same_augmentation_whatever_came_before(tmp_path):
+    make_dataset(tmp_path, [f"pet_{i}" for i in range(3)])
+    dataset = SimpleOxfordPetDataset(tmp_path, "test", transform=SegmentationTransform(seed=0), image_size=16,
+                                     use_cache=False)
+    images = [dataset[(0, seed)]["image"] for seed in range(8)]
+    assert any(not np.array_equal(images[0], other) for other in images[1:])
+    dataset[(1, 5)], dataset[2]
+    assert np.array_equal(dataset[(0, 3)]["image"], images[3])
+
+
+def test_persistent_workers_give_the_epochs_of_a_single_process(tmp_path):
+    torch = pytest.importorskip("torch")
+    from utils import SeededSampler, build_loader
+
+    make_dataset(tmp_path, [f"pet_{i}" for i in range(6)])
+    dataset = SimpleOxfordPetDataset(tmp_path, "test", transform=SegmentationTransform(seed=0), image_size=16)
+
+    def two_epochs(num_workers):
+        sampler = SeededSampler(dataset, seed=7)
+        loader = build_loader(dataset, 2, num_workers, torch.device("cpu"), sampler=sampler)
+        epochs = []
+        for epoch in (1, 2):
+            sampler.set_epoch(epoch)
+            epochs.append([(batch["name"], batch["image"]) for batch in loader])
+        return epochs
+
+    single, workers = two_epochs(0), two_epochs(2)
+    assert [names for names, _ in single[0]] != [names for names, _ in single[1]]
+    for epoch_single, epoch_workers in zip(single, workers):
+        for (names, images), (worker_names, worker_images) in zip(epoch_single, epoch_workers, strict=True):
+            assert names == worker_names and torch.equal(images, worker_images)
+
+
 def count_decodes(monkeypatch):
     calls = []
     read_image = oxford_pet.read_image

@@ -145,3 +145,20 @@ def test_occlusion_blanks_image_patches_but_not_the_mask():
         hole = (out_image == 0).all(axis=2)
         occluded += (hole & (out_mask == 1)).sum() > 50
     assert occluded > 3
+
+
+def test_seeded_sampler_follows_seed_and_epoch_alone():
+    from utils import SeededSampler
+
+    def epoch(seed, number, rank=0, world_size=1):
+        sampler = SeededSampler(range(10), seed, rank, world_size)
+        sampler.set_epoch(number)
+        return list(sampler)
+
+    first = epoch(0, 1)
+    assert first == epoch(0, 1)
+    assert sorted(index for index, _ in first) == list(range(10))
+    assert len({seed for _, seed in first}) == 10
+    assert first != epoch(0, 2) and first != epoch(1, 1)
+    shards = epoch(0, 1, 0, 2) + epoch(0, 1, 1, 2)
+    assert sorted(shards) == sorted(first)

@@ -1,6 +1,9 @@
 """Model construction: the one place that turns a model name into a network."""
 import argparse
 
+import torch
+import torch.nn as nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from models.resnet34_unet import ResNet34UNet
 from models.unet import UNet
@@ -101,4 +104,25 @@ def load_trained_model(path, device, model_type=None, use_cbam=None):
     except RuntimeError:
         raise ProjectError(f"--model {path}: its weights do not fit the {record['model_type']} its record names; "
                            "the file was changed after src/train.py wrote it.") from None
-    return model.to(device).eval(), checkpoint
+    return prepare_for_inference(model, device), checkpoint
+
+
+def prepare_for_inference(model, device):
+    """The model as evaluation and inference run it: eval mode, BatchNorm folded, channels_last, on the device."""
+    return fold_batchnorm(model.eval()).to(device, memory_format=torch.channels_last)
+
+
+def fold_batchnorm(model):
+    """Fold each BatchNorm2d into the Conv2d registered just before it in the same parent module (in these models
+    that is the convolution whose output it normalises) and replace it with Identity. The outputs of the eval-mode
+    model stay the same up to rounding, and inference skips one pass over every normalised feature map."""
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode: folding uses the running statistics")
+    for parent in list(model.modules()):
+        names = list(parent._modules)
+        for conv_name, bn_name in zip(names, names[1:]):
+            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d:
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    return model
