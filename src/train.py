@@ -17,9 +17,9 @@ from tqdm import tqdm
 from evaluate import evaluate
 from models import build_model, model_record, model_type_arg
 from oxford_pet import load_dataset
-from utils import (LOSSES, NORMALIZATION, ProjectError, SegmentationTransform, autocast, autocast_dtype,
-                   build_loader, compute_loss, init_distributed, is_main_process, load_checkpoint, positive_int,
-                   SeededSampler, prepare_batch, run_cli, save_checkpoint, save_json, seed_everything)
+from utils import (LOSSES, NORMALIZATION, ProjectError, SeededSampler, SegmentationTransform, autocast,
+                   autocast_dtype, build_loader, compute_loss, init_distributed, is_main_process, load_checkpoint,
+                   positive_int, prepare_batch, run_cli, save_checkpoint, save_json, seed_everything)
 
 # Flags that may change when a run is resumed; everything else comes from the checkpoint's own args.
 DEFAULT_EPOCHS = 50
