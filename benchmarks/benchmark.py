@@ -2,8 +2,7 @@
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
         python benchmarks/benchmark.py --device cpu --channels_last
-    python benchmarks/benchmark.py --device cuda --amp --channels_last --num_workers 8 \\
-        --data_path dataset/oxford-iiit-pet
+    python benchmarks/benchmark.py --device cuda --amp --channels_last --data_path dataset/oxford-iiit-pet
 
 Everything runs in one process and the repetitions are interleaved (every model, then every model again), so a
 change in the machine's load touches all of them alike and the ratios stay fair. Figures are medians over
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))  # run as a script from anywhere, like the
 from models import build_model, fold_batchnorm  # noqa: E402
 from oxford_pet import OxfordPetDataset, SimpleOxfordPetDataset, resize_image, resize_trimap  # noqa: E402
 from utils import (ProjectError, SegmentationTransform, autocast, autocast_dtype, choose_device,  # noqa: E402
-                   compute_loss, positive_int, run_cli, save_json)
+                   compute_loss, default_num_workers, positive_int, run_cli, save_json)
 
 REFERENCE = "smp_Unet_resnet34"
 # The reference in the layout its users get by default, measured beside it when --channels_last is on.
@@ -57,7 +56,8 @@ def get_args_parser():
                         help="each repetition repeats a step until it lasts about this long")
     parser.add_argument("--data_path", default=str(ROOT / "dataset" / "oxford-iiit-pet-sample"),
                         help="a dataset folder whose train split the loaders read")
-    parser.add_argument("--num_workers", type=int, default=0, help="loader workers (0: in this process)")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="loader workers (0: in this process); default: as src/train.py, 4 on CUDA, 0 on the CPU")
     parser.add_argument("--no_loader", action="store_true", help="skip the data loader comparison")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     return parser
@@ -301,10 +301,10 @@ class AugmentThenResize:
         return resize_image(image, size).transpose(2, 0, 1), resize_trimap(mask, size), resize_trimap(trimap, size)
 
 
-def loader_pass(dataset, args):
-    """A callable that reads one whole epoch of dataset through a DataLoader with --num_workers workers."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                                         num_workers=args.num_workers, persistent_workers=args.num_workers > 0)
+def loader_pass(dataset, batch_size, num_workers):
+    """A callable that reads one whole epoch of dataset through a DataLoader with num_workers workers."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                         num_workers=num_workers, persistent_workers=num_workers > 0)
 
     def read_epoch():
         for _ in loader:
@@ -313,16 +313,16 @@ def loader_pass(dataset, args):
     return read_epoch
 
 
-def loader_rates(datasets, args):
+def loader_rates(datasets, args, num_workers):
     cpu = torch.device("cpu")
     tasks = {}
     for name, dataset in datasets.items():
-        step = loader_pass(dataset, args)
+        step = loader_pass(dataset, args.batch_size, num_workers)
         tasks[name] = (step, calibrate(step, cpu, args.warmup, args.min_seconds), len(dataset))
     return interleaved_rates(tasks, cpu, args.repeats)
 
 
-def measure_loaders(args):
+def measure_loaders(args, num_workers):
     """Images/s of the train split: the report's way against the resize cache with augmentation at training size."""
     report = OxfordPetDataset(args.data_path, "train", AugmentThenResize(args.image_size))
     threads = torch.get_num_threads()
@@ -332,12 +332,12 @@ def measure_loaders(args):
                                         cache_dir=cache_dir)
         build_seconds = time.perf_counter() - start
         # Loading in this process gets a DataLoader worker's setting: one torch thread (for collating).
-        torch.set_num_threads(1 if args.num_workers == 0 else threads)
+        torch.set_num_threads(1 if num_workers == 0 else threads)
         try:
-            rates = loader_rates({"report": report, "cached": cached}, args)
+            rates = loader_rates({"report": report, "cached": cached}, args, num_workers)
         finally:
             torch.set_num_threads(threads)
-    return {"data_path": str(args.data_path), "images": len(report), "num_workers": args.num_workers,
+    return {"data_path": str(args.data_path), "images": len(report), "num_workers": num_workers,
             "report_images_per_second": rates["report"], "cached_images_per_second": rates["cached"],
             "cached_vs_report": rates["cached"] / rates["report"], "cache_build_seconds": build_seconds}
 
@@ -376,13 +376,26 @@ def model_table(records, batch_size):
 
 
 def loader_table(loader, image_size):
-    return [f"Data loader, train split of {loader['data_path']} ({loader['images']} images), "
-            f"{loader['num_workers']} workers:", "",
-            "| loader | img/s | vs report's |", "|---|---|---|",
-            f"| report's: decode, augment at original size, resize | {loader['report_images_per_second']:.0f} "
-            "| 1.00x |",
-            f"| resize cache, augment at {image_size}x{image_size} | {loader['cached_images_per_second']:.0f} "
-            f"| {loader['cached_vs_report']:.2f}x |"]
+    lines = [f"Data loader, train split of {loader['data_path']} ({loader['images']} images), "
+             f"{loader['num_workers']} workers:", "",
+             "| loader | img/s | vs report's |", "|---|---|---|",
+             f"| report's: decode, augment at original size, resize | {loader['report_images_per_second']:.0f} "
+             "| 1.00x |",
+             f"| resize cache, augment at {image_size}x{image_size} | {loader['cached_images_per_second']:.0f} "
+             f"| {loader['cached_vs_report']:.2f}x |"]
+    if "cached_vs_resnet34_unet_train" in loader:
+        lines += ["", loader_verdict(loader["cached_vs_resnet34_unet_train"], loader["num_workers"])]
+    return lines
+
+
+def loader_verdict(headroom, num_workers):
+    """Whether the cached loader or ResNet34_Unet's training step sets the epoch time."""
+    if num_workers == 0:
+        return (f"Loading in the training process adds {100 / headroom:.0f} % to ResNet34_Unet's training step "
+                f"(the loader delivers {headroom:.1f}x the step's images/s).")
+    bound = "the training step, not the loader," if headroom > 1 else "the loader, not the training step,"
+    return (f"With {num_workers} workers the loader delivers {headroom:.1f}x the images/s of ResNet34_Unet's "
+            f"training step: {bound} sets the epoch time.")
 
 
 def ratio(value):
@@ -394,8 +407,12 @@ def main(args):
     names = available_models(args.models, args.channels_last)
     results = {"environment": environment(device), "args": vars(args)}
     if not args.no_loader:
-        results["loader"] = measure_loaders(args)
+        num_workers = default_num_workers(device) if args.num_workers is None else args.num_workers
+        results["loader"] = measure_loaders(args, num_workers)
     results["matmul_peak"], results["models"] = measure(names, args, device)
+    if results.get("loader") and "ResNet34_Unet" in results["models"]:
+        train_rate = results["models"]["ResNet34_Unet"]["train_images_per_second"]
+        results["loader"]["cached_vs_resnet34_unet_train"] = results["loader"]["cached_images_per_second"] / train_rate
     results["environment"]["load_average_at_end"] = list(os.getloadavg())
     save_json(results, args.out)
     print(markdown(results, args))

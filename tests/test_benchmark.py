@@ -26,8 +26,16 @@ def test_models_and_loaders_are_measured_and_written(tmp_path):
         assert record[f"{kind}_images_per_second"] > 0
         assert record[f"{kind}_vs_reference"] is None
     assert record["params"] == 21_890_670 and record["train_gflop_per_image"] > 0
-    assert results["loader"]["images"] > 0
+    assert results["loader"]["images"] > 0 and results["loader"]["num_workers"] == 0
     assert results["loader"]["cached_vs_report"] > 0
+    headroom = results["loader"]["cached_images_per_second"] / record["train_images_per_second"]
+    assert results["loader"]["cached_vs_resnet34_unet_train"] == pytest.approx(headroom)
+
+
+def test_loader_verdict_names_what_sets_the_epoch_time():
+    assert "adds 25 %" in benchmark.loader_verdict(4.0, 0)
+    assert "the training step, not the loader," in benchmark.loader_verdict(3.0, 4)
+    assert "the loader, not the training step," in benchmark.loader_verdict(0.5, 4)
 
 
 def test_reference_gives_every_model_a_ratio(tmp_path):
