@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils import (ProjectError, RandomRotate90, SegmentationMeter, SegmentationTransform, append_csv_row,
-                   atomic_write, compute_loss, dice_score, iou_score, load_checkpoint, normalize_images, run_cli,
-                   save_checkpoint, save_json)
+from utils import (ProjectError, RandomRotate90, SeededSampler, SegmentationMeter, SegmentationTransform,
+                   append_csv_row, atomic_write, compute_loss, dice_score, iou_score, load_checkpoint,
+                   normalize_images, run_cli, save_checkpoint, save_json)
 
 
 def logits_for(pred):
@@ -148,8 +148,6 @@ def test_occlusion_blanks_image_patches_but_not_the_mask():
 
 
 def test_seeded_sampler_follows_seed_and_epoch_alone():
-    from utils import SeededSampler
-
     def epoch(seed, number, rank=0, world_size=1):
         sampler = SeededSampler(range(10), seed, rank, world_size)
         sampler.set_epoch(number)
