@@ -121,6 +121,14 @@ def test_channels_last_training_step_matches_the_default_layout():
         assert (a - b).norm() <= 1e-2 * a.norm() + 1e-7
 
 
+def test_the_optimizer_is_the_reports_adam_with_the_fused_update(tmp_path):
+    args = train_args(tmp_path, "-lr", "3e-4")
+    optimizer, scheduler, scaler = train.build_optimization(args, build_model("Unet"), torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.param_groups[0]["lr"] == 3e-4 and optimizer.param_groups[0]["fused"]
+    assert scheduler.mode == "max" and not scaler.is_enabled()
+
+
 def test_bad_flags_exit_with_a_message_not_a_traceback(tmp_path):
     for flags in (["-b", "0"], ["-e", "0"], ["--model_type", "resnet50"]):
         result = subprocess.run([sys.executable, "src/train.py", *flags], cwd=ROOT, capture_output=True, text=True)
