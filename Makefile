@@ -4,7 +4,7 @@ VENV := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 SAMPLE := dataset/oxford-iiit-pet-sample
 # glibc otherwise returns large activation buffers to the OS and faults them back in every step
-# (about 1.6x slower CPU training at 256x256; see BENCHMARKS.md). It must be set before Python starts.
+# (1.3x to 1.5x slower CPU training at 256x256; see BENCHMARKS.md). It must be set before Python starts.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184
 
 .PHONY: install test demo reproduce-quick clean-demo
