@@ -100,36 +100,35 @@ def test_cbam_pooling_gradient_matches_autograd():
         assert torch.autograd.gradcheck(lambda t: MeanMax.apply(t, dims), (x,))
 
 
-def test_cbam_pooling_shares_the_gradient_among_ties_like_autograd():
+def pool_like_cbam_and_compare_gradients(x, dims):
+    """MeanMax's (mean, peak) of x; asserts its input gradient equals autograd's for random output gradients."""
     from models.resnet34_unet import MeanMax
 
+    ours, autograd = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    mean, peak = MeanMax.apply(ours, dims)
+    grads = torch.randn_like(mean), torch.randn_like(peak)
+    torch.autograd.backward((mean, peak), grads)
+    torch.autograd.backward((autograd.mean(dims, keepdim=True), autograd.amax(dims, keepdim=True)), grads)
+    torch.testing.assert_close(ours.grad, autograd.grad)
+    return mean.detach(), peak.detach()
+
+
+def test_cbam_pooling_shares_the_gradient_among_ties_like_autograd():
     x = torch.relu(torch.randn(2, 4, 3, 3, dtype=torch.float64))
     x[0, 1] = 0  # a dead channel: every pixel ties for its maximum
     x[1, :, 0, 0] = 0  # a pixel where every channel ties
     for dims in ((2, 3), (1,)):
-        ours, autograd = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-        mean, peak = MeanMax.apply(ours, dims)
-        grads = torch.randn_like(mean), torch.randn_like(peak)
-        torch.autograd.backward((mean, peak), grads)
-        torch.autograd.backward((autograd.mean(dims, keepdim=True), autograd.amax(dims, keepdim=True)), grads)
-        torch.testing.assert_close(ours.grad, autograd.grad)
+        pool_like_cbam_and_compare_gradients(x, dims)
 
 
 def test_cbam_pooling_in_bfloat16_matches_autograd():
-    from models.resnet34_unet import MeanMax
-
     torch.manual_seed(0)
     x = torch.randn(2, 8, 6, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     for dims in ((2, 3), (1,)):
-        ours, autograd = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-        mean, peak = MeanMax.apply(ours, dims)
+        mean, peak = pool_like_cbam_and_compare_gradients(x, dims)
         assert mean.dtype == peak.dtype == torch.bfloat16
         assert torch.equal(peak, x.amax(dims, keepdim=True))
         torch.testing.assert_close(mean, x.float().mean(dims, keepdim=True).bfloat16())
-        grads = torch.randn_like(mean), torch.randn_like(peak)
-        torch.autograd.backward((mean, peak), grads)
-        torch.autograd.backward((autograd.mean(dims, keepdim=True), autograd.amax(dims, keepdim=True)), grads)
-        torch.testing.assert_close(ours.grad, autograd.grad)
 
 
 def test_fast_transposed_convolution_matches_pytorch_in_value_and_gradient():
