@@ -439,13 +439,27 @@ def fetch(url, archive):
     os.replace(part, archive)
 
 
+def checked_members(tar, staging):
+    """The members, when all are plain files or folders that land inside staging: tarfile's "data" filter for
+    Pythons older than 3.10.12 / 3.11.4, which lack it."""
+    root = staging.resolve()
+    members = tar.getmembers()
+    for member in members:
+        if not (member.isfile() or member.isdir()) or not (root / member.name).resolve().is_relative_to(root):
+            raise tarfile.TarError(f"member {member.name!r} is not a plain file or folder inside the archive")
+    return members
+
+
 def extract_archive(archive, data_path, folder):
     """Extract archive into a temporary folder, refusing members that would land outside it, then move folder/ into
     data_path, so an interrupted extraction leaves no half-filled folder."""
     staging = Path(tempfile.mkdtemp(dir=data_path, prefix=".extract-"))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staging, filter="data")
+            else:
+                tar.extractall(staging, members=checked_members(tar, staging))
         if not (staging / folder).is_dir():
             raise ProjectError(f"{archive} holds no {folder}/ folder, so it is not the Oxford-IIIT Pet {archive.name}.")
         os.replace(staging / folder, data_path / folder)
