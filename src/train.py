@@ -229,7 +229,11 @@ def main(args):
                            "start afresh over it with --overwrite, or choose another --save_dir.")
     device, rank, world_size = init_distributed(args.device)
     try:
-        return train(args, checkpoint, device, rank, world_size)
+        state = train(args, checkpoint, device, rank, world_size)
+        if dist.is_initialized():
+            # Tearing gloo down while rank 0 still writes its last checkpoint sometimes aborts the other ranks.
+            dist.barrier()
+        return state
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
