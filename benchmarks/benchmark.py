@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torchinfo
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run as a script from anywhere, like the scripts in src/
@@ -184,21 +185,24 @@ def random_batch(batch_size, image_size, memory_format, device):
 
 
 def training_step(model, memory_format, args, device):
-    """A callable that runs one training step of the report's loop on a fixed random batch."""
+    """Callables on a fixed random batch: (one training step of the report's loop, its forward and backward)."""
     images, masks = random_batch(args.batch_size, args.image_size, memory_format, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and autocast_dtype(device) == torch.float16)
 
-    def step():
+    def forward_backward():
+        optimizer.zero_grad(set_to_none=True)
         model.train()
         with autocast(device, args.amp):
             loss = compute_loss("ce", model(images), masks)
-        optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+
+    def step():
+        forward_backward()
         scaler.step(optimizer)
         scaler.update()
 
-    return step
+    return step, forward_backward
 
 
 def inference_step(model, batch_size, memory_format, args, device):
@@ -221,7 +225,8 @@ def prepare_model(name, args, device):
     model = model.to(device, memory_format=memory_format)
     train, infer = (torch.compile(net, dynamic=False) if args.compile else net
                     for net in (model, inference_model(name, model)))
-    steps = {"train": (training_step(train, memory_format, args, device), args.batch_size),
+    train_step, forward_backward = training_step(train, memory_format, args, device)
+    steps = {"train": (train_step, args.batch_size),
              "infer_bs1": (inference_step(infer, 1, memory_format, args, device), 1),
              f"infer_bs{args.batch_size}": (inference_step(infer, args.batch_size, memory_format, args, device),
                                             args.batch_size)}
@@ -229,8 +234,31 @@ def prepare_model(name, args, device):
              for kind, (step, items) in steps.items()}
     record = {"params": sum(p.numel() for p in model.parameters()),
               "train_gflop_per_image": mult_adds * 2 * 3 / 1e9,
-              "train_step_memory_mib": step_memory_mib(steps["train"][0], device)}
+              "train_step_memory_mib": step_memory_mib(train_step, device)}
+    # Compiled code runs its own fused kernels, which a count of PyTorch operators does not see.
+    record["train_ops"] = None if args.compile else dispatched_ops(forward_backward)
+    record["infer_ops"] = None if args.compile else dispatched_ops(steps["infer_bs1"][0])
     return record, tasks
+
+
+class OperatorCounter(TorchDispatchMode):
+    """Counts the PyTorch operators dispatched while it is active, views excluded (they launch no work)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def dispatched_ops(step):
+    """Operators one call of step dispatches; on a GPU each costs a kernel launch and the framework's time to
+    issue it, which set the step time when the batch is too small to keep the GPU busy."""
+    with OperatorCounter() as counter:
+        step()
+    return counter.count
 
 
 def peak_tasks(device, args):
@@ -363,15 +391,18 @@ def markdown(results, args):
 def model_table(records, batch_size):
     bs = batch_size
     lines = [f"| model | params | train img/s | vs ref | infer bs1 img/s | vs ref | infer bs{bs} img/s | vs ref "
-             "| train step memory MiB | train GFLOP/s | % of torch.mm | % of 1x1 conv |", "|---" * 12 + "|"]
+             "| train step memory MiB | train GFLOP/s | % of torch.mm | % of 1x1 conv | ops fwd+bwd | ops infer |",
+             "|---" * 14 + "|"]
     for name, r in records.items():
-        memory = "n/a" if r["train_step_memory_mib"] is None else f"{r['train_step_memory_mib']:.0f}"
+        memory, train_ops, infer_ops = (
+            "n/a" if value is None else f"{value:.0f}"
+            for value in (r["train_step_memory_mib"], r["train_ops"], r["infer_ops"]))
         lines.append(
             f"| {name} | {r['params']:,} | {r['train_images_per_second']:.2f} | {ratio(r['train_vs_reference'])} "
             f"| {r['infer_bs1_images_per_second']:.2f} | {ratio(r['infer_bs1_vs_reference'])} "
             f"| {r[f'infer_bs{bs}_images_per_second']:.2f} | {ratio(r[f'infer_bs{bs}_vs_reference'])} "
             f"| {memory} | {r['train_gflops']:.0f} | {r['train_percent_of_torch_mm']:.0f} % "
-            f"| {r['train_percent_of_conv1x1']:.0f} % |")
+            f"| {r['train_percent_of_conv1x1']:.0f} % | {train_ops} | {infer_ops} |")
     return lines
 
 

@@ -2,6 +2,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, SAMPLE
 
@@ -26,10 +27,21 @@ def test_models_and_loaders_are_measured_and_written(tmp_path):
         assert record[f"{kind}_images_per_second"] > 0
         assert record[f"{kind}_vs_reference"] is None
     assert record["params"] == 21_890_670 and record["train_gflop_per_image"] > 0
+    nocbam = results["models"]["ResNet34_Unet_nocbam"]
+    assert record["train_ops"] > nocbam["train_ops"] > record["infer_ops"] > nocbam["infer_ops"] > 0
     assert results["loader"]["images"] > 0 and results["loader"]["num_workers"] == 0
     assert results["loader"]["cached_vs_report"] > 0
     headroom = results["loader"]["cached_images_per_second"] / record["train_images_per_second"]
     assert results["loader"]["cached_vs_resnet34_unet_train"] == pytest.approx(headroom)
+
+
+def test_operator_count_leaves_out_views():
+    x = torch.randn(4, 3)
+
+    def two_operators():
+        torch.relu(x.view(-1)[:6].t() + 1)
+
+    assert benchmark.dispatched_ops(two_operators) == 2
 
 
 def test_loader_verdict_names_what_sets_the_epoch_time():

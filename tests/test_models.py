@@ -131,6 +131,28 @@ def test_cbam_pooling_in_bfloat16_matches_autograd():
         torch.testing.assert_close(mean, x.float().mean(dims, keepdim=True).bfloat16())
 
 
+def test_cbam_matches_its_textbook_formula_with_one_call_of_the_shared_mlp():
+    from models.resnet34_unet import CBAM
+
+    torch.manual_seed(0)
+    cbam = CBAM(32).double()
+    calls = []
+    cbam.mlp.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(2, 32, 6, 5, dtype=torch.float64)
+    ours, textbook = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out = cbam(ours)
+    avg, peak = textbook.mean((2, 3), keepdim=True), textbook.amax((2, 3), keepdim=True)
+    gated = textbook * torch.sigmoid(cbam.mlp(avg) + cbam.mlp(peak))
+    maps = torch.cat([gated.mean(1, keepdim=True), gated.amax(1, keepdim=True)], dim=1)
+    expected = gated * torch.sigmoid(cbam.spatial(maps))
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(ours.grad, textbook.grad)
+    assert len(calls) == 1 + 2  # one call in CBAM's forward, two in the textbook formula
+
+
 def test_fast_transposed_convolution_matches_pytorch_in_value_and_gradient():
     from models.unet import ConvTranspose2x2
 

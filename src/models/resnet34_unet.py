@@ -89,7 +89,7 @@ class MeanMax(torch.autograd.Function):
         x, peak = ctx.saved_tensors
         is_peak = torch.eq(x, peak, out=torch.empty_like(x))  # a float 0/1 mask: no bool-to-float conversions
         ties = is_peak.sum(dim=ctx.dims, keepdim=True)
-        grad = is_peak.mul_(grad_peak / ties).add_(grad_mean / (x.numel() // peak.numel()))
+        grad = is_peak.mul_(grad_peak / ties).add_(grad_mean, alpha=peak.numel() / x.numel())
         return grad, None
 
 
@@ -107,7 +107,10 @@ class CBAM(nn.Module):
 
     def forward(self, x):
         avg, peak = MeanMax.apply(x, (2, 3))
-        x = x * torch.sigmoid(self.mlp(avg) + self.mlp(peak))
+        # The shared MLP runs once over both descriptors stacked: half the operators of two calls, which is what
+        # bounds a GPU step at small batches.
+        from_avg, from_peak = self.mlp(torch.cat([avg, peak])).chunk(2)
+        x = x * torch.sigmoid(from_avg + from_peak)
         maps = torch.cat(MeanMax.apply(x, (1,)), dim=1)
         return x * torch.sigmoid(self.spatial(maps))
 
