@@ -422,7 +422,7 @@ def loader_table(loader, image_size):
 def loader_verdict(headroom, num_workers):
     """Whether the cached loader or ResNet34_Unet's training step sets the epoch time."""
     if num_workers == 0:
-        return (f"Loading in the training process adds {100 / headroom:.0f} % to ResNet34_Unet's training step "
+        return (f"Loading in the training process adds {100 / headroom:.1f} % to ResNet34_Unet's training step "
                 f"(the loader delivers {headroom:.1f}x the step's images/s).")
     bound = "the training step, not the loader," if headroom > 1 else "the loader, not the training step,"
     return (f"With {num_workers} workers the loader delivers {headroom:.1f}x the images/s of ResNet34_Unet's "

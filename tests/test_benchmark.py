@@ -45,7 +45,7 @@ def test_operator_count_leaves_out_views():
 
 
 def test_loader_verdict_names_what_sets_the_epoch_time():
-    assert "adds 25 %" in benchmark.loader_verdict(4.0, 0)
+    assert "adds 25.0 %" in benchmark.loader_verdict(4.0, 0)
     assert "the training step, not the loader," in benchmark.loader_verdict(3.0, 4)
     assert "the loader, not the training step," in benchmark.loader_verdict(0.5, 4)
 
