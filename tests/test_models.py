@@ -208,6 +208,15 @@ def randomize_batchnorm_statistics(model):
             module.bias.data.uniform_(-0.5, 0.5)
 
 
+@pytest.mark.parametrize("model_type", ["Unet", "ResNet34_Unet"])
+def test_compile_traces_the_whole_model_as_one_graph(model_type):
+    """`--compile` fuses the models' elementwise work only when nothing in them (a .item(), a Python branch on a
+    tensor, an untraceable autograd Function) breaks the graph."""
+    model = build_model(model_type).to(memory_format=torch.channels_last)
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last))
+    assert explanation.graph_count == 1 and not explanation.break_reasons, explanation.break_reasons
+
+
 @pytest.mark.parametrize("use_cbam", [True, False])
 def test_folding_batchnorm_keeps_the_outputs_and_removes_every_batchnorm(use_cbam):
     torch.manual_seed(0)
