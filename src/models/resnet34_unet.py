@@ -107,8 +107,8 @@ class CBAM(nn.Module):
 
     def forward(self, x):
         avg, peak = MeanMax.apply(x, (2, 3))
-        # The shared MLP runs once over both descriptors stacked: half the operators of two calls, which is what
-        # bounds a GPU step at small batches.
+        # The shared MLP runs once over both descriptors stacked: about half the operators of two calls, and
+        # operator launches, not arithmetic, bound a GPU step at small batches.
         from_avg, from_peak = self.mlp(torch.cat([avg, peak])).chunk(2)
         x = x * torch.sigmoid(from_avg + from_peak)
         maps = torch.cat(MeanMax.apply(x, (1,)), dim=1)
