@@ -199,15 +199,6 @@ def test_channels_last_autocast_training_step_on_the_cpu(model_type):
         assert torch.isfinite(param.grad).all(), name
 
 
-def randomize_batchnorm_statistics(model):
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
-
-
 @pytest.mark.parametrize("model_type", ["Unet", "ResNet34_Unet"])
 def test_compile_traces_the_whole_model_as_one_graph(model_type):
     """`--compile` fuses the models' elementwise work only when nothing in them (a .item(), a Python branch on a
@@ -215,6 +206,15 @@ def test_compile_traces_the_whole_model_as_one_graph(model_type):
     model = build_model(model_type).to(memory_format=torch.channels_last)
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last))
     assert explanation.graph_count == 1 and not explanation.break_reasons, explanation.break_reasons
+
+
+def randomize_batchnorm_statistics(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
 
 
 @pytest.mark.parametrize("use_cbam", [True, False])
