@@ -7,7 +7,7 @@ SAMPLE := dataset/oxford-iiit-pet-sample
 # (1.3x to 1.5x slower CPU training at 256x256; see BENCHMARKS.md). It must be set before Python starts.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184
 
-.PHONY: install test demo reproduce-quick clean-demo
+.PHONY: install test test-fast demo reproduce-quick clean-demo
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 test: install
 	$(PY) -m pytest -q tests
+
+# Leaves out the tests marked slow (whole training runs, sweeps, torchrun, the benchmark): for quick loops.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: install
 	$(PY) src/train.py --data_path $(SAMPLE) --model_type ResNet34_Unet --image_size 128 -e 8 -b 8 -lr 1e-3 \

@@ -12,7 +12,6 @@ smp_Unet_resnet34_nchw is the reference in its default NCHW layout).
 """
 import argparse
 import copy
-import ctypes
 import os
 import platform
 import statistics
@@ -28,10 +27,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run as a script from anywhere, like the scripts in src/
 
-from models import build_model, fold_batchnorm  # noqa: E402
+import cli  # noqa: E402
+from data import default_num_workers  # noqa: E402
+from device import autocast, autocast_dtype, choose_device, grad_scaler  # noqa: E402
+from errors import ProjectError, run_cli  # noqa: E402
+from files import save_json  # noqa: E402
+from losses import compute_loss  # noqa: E402
+from models import build_model  # noqa: E402
+from models.blocks import ConvTranspose2x2, fold_batchnorm, mean_and_max  # noqa: E402
 from oxford_pet import OxfordPetDataset, SimpleOxfordPetDataset, resize_image, resize_trimap  # noqa: E402
-from utils import (ProjectError, SegmentationTransform, autocast, autocast_dtype, choose_device,  # noqa: E402
-                   compute_loss, default_num_workers, positive_int, run_cli, save_json)
+from transforms import SegmentationTransform  # noqa: E402
 
 REFERENCE = "smp_Unet_resnet34"
 # The reference in the layout its users get by default, measured beside it when --channels_last is on.
@@ -41,9 +46,9 @@ MODELS = ("Unet", "ResNet34_Unet", "ResNet34_Unet_nocbam", REFERENCE, REFERENCE_
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--image_size", type=positive_int, default=256)
-    parser.add_argument("--batch_size", "-b", type=positive_int, default=8)
+    cli.add_device_flags(parser)
+    parser.add_argument("--image_size", type=cli.positive_int, default=256)
+    parser.add_argument("--batch_size", "-b", type=cli.positive_int, default=8)
     parser.add_argument("--amp", action="store_true", help="autocast (bf16 where supported, else fp16)")
     parser.add_argument("--channels_last", action="store_true", help="channels_last models and inputs")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
@@ -51,15 +56,15 @@ def get_args_parser():
                         help=f"default: all (smp_* only when segmentation_models_pytorch is installed, "
                              f"{REFERENCE_NCHW} only with --channels_last); "
                              "--models with no name measures no model")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repetitions; figures are medians")
-    parser.add_argument("--warmup", type=positive_int, default=2, help="untimed steps of each kind before timing")
+    parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed repetitions; figures are medians")
+    parser.add_argument("--warmup", type=cli.positive_int, default=2, help="untimed steps of each kind before timing")
     parser.add_argument("--min_seconds", type=float, default=1.0,
                         help="each repetition repeats a step until it lasts about this long")
     parser.add_argument("--data_path", default=str(ROOT / "dataset" / "oxford-iiit-pet-sample"),
                         help="a dataset folder whose train split the loaders read")
-    parser.add_argument("--num_workers", type=int, default=None,
-                        help="loader workers (0: in this process); default: as src/train.py, 4 on CUDA, 0 on the CPU")
     parser.add_argument("--no_loader", action="store_true", help="skip the data loader comparison")
+    parser.add_argument("--blocks", action="store_true",
+                        help="also time each fast layer of src/models/blocks.py against its plain PyTorch version")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     return parser
 
@@ -120,27 +125,15 @@ def interleaved_rates(tasks, device, repeats):
 
 
 def step_memory_mib(step, device):
-    """Peak memory of one call above what was in use just before it (CUDA allocations, or process RSS on Linux)."""
-    if device.type == "cuda":
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    if not Path("/proc/self/clear_refs").exists():
+    """Peak CUDA memory of one call above what was allocated just before it (None on other devices)."""
+    if device.type != "cuda":
         return None
-    # Hand freed heap pages back to the OS first, so the baseline is what is really in use, then reset VmHWM.
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    Path("/proc/self/clear_refs").write_text("5")
-    before = proc_status_kib("VmRSS")
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
     step()
-    return (proc_status_kib("VmHWM") - before) / 1024
-
-
-def proc_status_kib(field):
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-    return int(line.split()[1])
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 # ---------------------------------------------------------------- models
@@ -188,7 +181,7 @@ def training_step(model, memory_format, args, device):
     """Callables on a fixed random batch: (one training step of the report's loop, its forward and backward)."""
     images, masks = random_batch(args.batch_size, args.image_size, memory_format, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and autocast_dtype(device) == torch.float16)
+    scaler = grad_scaler(device, args.amp)
 
     def forward_backward():
         optimizer.zero_grad(set_to_none=True)
@@ -314,6 +307,72 @@ def measure(names, args, device):
     return peak, records
 
 
+# ---------------------------------------------------------------- building blocks
+
+def block_steps(args, device):
+    """{block: (plain step, fast step)}: each fast layer of models/blocks.py and its plain PyTorch counterpart on
+    the inputs ResNet34_Unet gives it at --image_size and --batch_size (--amp and --channels_last as for models)."""
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    dtype = autocast_dtype(device) if args.amp else torch.float32
+    size, batch = args.image_size, args.batch_size
+    fast_up = ConvTranspose2x2(32, 32).to(device)
+    plain_up = torch.nn.ConvTranspose2d(32, 32, 2, stride=2).to(device)
+    plain_up.load_state_dict(fast_up.state_dict())
+    low_res = torch.randn(batch, 32, size // 2, size // 2, device=device).contiguous(memory_format=memory_format)
+    features = torch.randn(batch, 32, size, size, device=device, dtype=dtype).contiguous(memory_format=memory_format)
+    model = build_model("ResNet34_Unet").eval().to(device, memory_format=memory_format)
+    images = torch.randn(1, 3, size, size, device=device).contiguous(memory_format=memory_format)
+
+    def upsample(layer):
+        def step():
+            with autocast(device, args.amp):
+                out = layer(low_res.requires_grad_())
+            out.float().sum().backward()
+        return step
+
+    def cbam_pooling(pool):
+        def step():
+            x = features.detach().requires_grad_()
+            for dims in ((2, 3), (1,)):
+                mean, peak = pool(x, dims)
+                (mean.float().sum() + peak.float().sum()).backward()
+        return step
+
+    def infer(net):
+        def step():
+            with torch.inference_mode(), autocast(device, args.amp):
+                net(images)
+        return step
+
+    def autograd_mean_and_max(x, dims):
+        return x.mean(dims, keepdim=True), x.amax(dims, keepdim=True)
+
+    return {
+        "ConvTranspose2x2, forward + backward, 32 channels to full size": (upsample(plain_up), upsample(fast_up)),
+        "mean_and_max (CBAM pooling), forward + backward, 32 channels at full size":
+            (cbam_pooling(autograd_mean_and_max), cbam_pooling(mean_and_max)),
+        "fold_batchnorm, ResNet34_Unet inference at batch 1": (infer(model), infer(fold_batchnorm(copy.deepcopy(model)))),
+    }
+
+
+def measure_blocks(args, device):
+    """{block: {plain_ms, fast_ms, speedup}}, plain and fast steps timed in one interleaved loop."""
+    tasks = {}
+    for block, steps in block_steps(args, device).items():
+        for kind, step in zip(("plain", "fast"), steps):
+            tasks[(block, kind)] = (step, calibrate(step, device, args.warmup, args.min_seconds), 1)
+    rates = interleaved_rates(tasks, device, args.repeats)
+    return {block: {"plain_ms": 1000 / rates[(block, "plain")], "fast_ms": 1000 / rates[(block, "fast")],
+                    "speedup": rates[(block, "fast")] / rates[(block, "plain")]}
+            for block, _ in tasks}
+
+
+def blocks_table(blocks):
+    lines = ["| building block | plain ms | fast ms | speed-up |", "|---|---|---|---|"]
+    return lines + [f"| {block} | {r['plain_ms']:.2f} | {r['fast_ms']:.2f} | {r['speedup']:.2f}x |"
+                    for block, r in blocks.items()]
+
+
 # ---------------------------------------------------------------- data loaders
 
 class AugmentThenResize:
@@ -383,6 +442,8 @@ def markdown(results, args):
              f"as a 1x1 convolution {peak['conv1x1_gflops']:.0f} GFLOP/s"]
     if results["models"]:
         lines += ["", *model_table(results["models"], args.batch_size)]
+    if results.get("blocks"):
+        lines += ["", *blocks_table(results["blocks"])]
     if results.get("loader"):
         lines += ["", *loader_table(results["loader"], args.image_size)]
     return "\n".join(lines)
@@ -415,18 +476,9 @@ def loader_table(loader, image_size):
              f"| resize cache, augment at {image_size}x{image_size} | {loader['cached_images_per_second']:.0f} "
              f"| {loader['cached_vs_report']:.2f}x |"]
     if "cached_vs_resnet34_unet_train" in loader:
-        lines += ["", loader_verdict(loader["cached_vs_resnet34_unet_train"], loader["num_workers"])]
+        lines.append(f"| ResNet34_Unet's training step, for comparison | {loader['resnet34_unet_train_images_per_second']:.1f} "
+                     f"| loader delivers {loader['cached_vs_resnet34_unet_train']:.1f}x its images/s |")
     return lines
-
-
-def loader_verdict(headroom, num_workers):
-    """Whether the cached loader or ResNet34_Unet's training step sets the epoch time."""
-    if num_workers == 0:
-        return (f"Loading in the training process adds {100 / headroom:.1f} % to ResNet34_Unet's training step "
-                f"(the loader delivers {headroom:.1f}x the step's images/s).")
-    bound = "the training step, not the loader," if headroom > 1 else "the loader, not the training step,"
-    return (f"With {num_workers} workers the loader delivers {headroom:.1f}x the images/s of ResNet34_Unet's "
-            f"training step: {bound} sets the epoch time.")
 
 
 def ratio(value):
@@ -441,8 +493,11 @@ def main(args):
         num_workers = default_num_workers(device) if args.num_workers is None else args.num_workers
         results["loader"] = measure_loaders(args, num_workers)
     results["matmul_peak"], results["models"] = measure(names, args, device)
+    if args.blocks:
+        results["blocks"] = measure_blocks(args, device)
     if results.get("loader") and "ResNet34_Unet" in results["models"]:
         train_rate = results["models"]["ResNet34_Unet"]["train_images_per_second"]
+        results["loader"]["resnet34_unet_train_images_per_second"] = train_rate
         results["loader"]["cached_vs_resnet34_unet_train"] = results["loader"]["cached_images_per_second"] / train_rate
     results["environment"]["load_average_at_end"] = list(os.getloadavg())
     save_json(results, args.out)

@@ -16,10 +16,15 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
+import cli
+from data import prepare_images
+from device import choose_device
+from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, predict
-from models import load_trained_model, model_type_arg
+from files import append_csv_row
+from metrics import dice, foreground_statistics
+from models import load_trained_model
 from oxford_pet import read_image, resize_image
-from utils import ProjectError, append_csv_row, choose_device, positive_int, prepare_batch, run_cli
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GREEN, RED = np.array([0, 255, 0]), np.array([255, 0, 0])
@@ -27,22 +32,17 @@ GREEN, RED = np.array([0, 255, 0]), np.array([255, 0, 0])
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_path", default="dataset/oxford-iiit-pet")
     parser.add_argument("--model", default=None, help="checkpoint (default: the newest *_best_model.pth in --save_dir)")
-    parser.add_argument("--model_type", type=model_type_arg, default=None, help="must agree with the checkpoint")
-    parser.add_argument("--no_cbam", action="store_true", help="must agree with the checkpoint")
-    parser.add_argument("--batch_size", "-b", type=positive_int, default=4)
+    cli.add_scoring_flags(parser)
+    cli.add_model_type_flag(parser, default=None)
+    cli.add_cbam_flag(parser, default=None)
     parser.add_argument("--visualize", action="store_true", help="write checkpoints/vis_result_*.png")
-    parser.add_argument("--num_visualize", type=positive_int, default=10)
-    parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+    parser.add_argument("--num_visualize", type=cli.positive_int, default=10)
     parser.add_argument("--images", nargs="+", default=None, help="your own pictures: files, folders or globs")
     parser.add_argument("--output_dir", default="predictions", help="where --images writes masks and overlays")
-    parser.add_argument("--save_dir", default="saved_models")
-    parser.add_argument("--log_dir", default="checkpoints")
-    parser.add_argument("--num_workers", type=int, default=None, help="default: 4 on CUDA, 0 on the CPU")
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-    parser.add_argument("--no_cache", action="store_true")
+    cli.add_output_flags(parser)
+    cli.add_data_flags(parser)
+    cli.add_device_flags(parser)
     return parser
 
 
@@ -57,8 +57,7 @@ def newest_best_model(save_dir):
 def predict_probabilities(net, images, device, record, tta=False):
     """Foreground probability maps N x H x W for a uint8 N x 3 x H x W batch."""
     with torch.inference_mode():
-        images, _ = prepare_batch({"image": images, "mask": torch.zeros(0)}, device, record["normalization"],
-                                  channels_last=True)
+        images = prepare_images(images, device, record["normalization"], channels_last=True)
         return predict(net, images, tta).exp()[:, 1].float().cpu()
 
 
@@ -70,22 +69,18 @@ def overlay(image, masks_and_colors, alpha=0.45):
     return out.astype(np.uint8)
 
 
-def sample_dice(pred, true):
-    total = pred.sum() + true.sum()
-    return 1.0 if total == 0 else 2.0 * np.logical_and(pred, true).sum() / total
-
-
 def write_visualizations(net, dataset, device, record, out_dir, count, tta):
     """The first `count` samples: the image with ground truth in green and prediction in red."""
     paths = []
     for index in range(min(count, len(dataset))):
         sample = dataset[index]
         prob = predict_probabilities(net, torch.from_numpy(sample["image"][None]), device, record, tta)[0]
-        pred, true = prob.numpy() > 0.5, sample["mask"] > 0
+        pred, true = prob > 0.5, torch.from_numpy(sample["mask"] > 0)
+        score = dice(*foreground_statistics(pred[None], true[None])).item()
         fig = Figure(figsize=(4, 4.4))
         ax = fig.subplots()
-        ax.imshow(overlay(sample["image"].transpose(1, 2, 0), [(true, GREEN), (pred, RED)]))
-        ax.set_title(f"{sample['name']}  Dice {sample_dice(pred, true):.3f}\ngreen: ground truth, red: prediction",
+        ax.imshow(overlay(sample["image"].transpose(1, 2, 0), [(true.numpy(), GREEN), (pred.numpy(), RED)]))
+        ax.set_title(f"{sample['name']}  Dice {score:.3f}\ngreen: ground truth, red: prediction",
                      fontsize=9)
         ax.axis("off")
         path = Path(out_dir) / f"vis_result_{index:02d}_{sample['name']}.png"
@@ -137,36 +132,37 @@ def predict_files(net, record, paths, out_dir, device, tta):
 
 
 def result_row(model_path, checkpoint, metrics, split, tta):
+    """One test of a model: what was tested, how, and its scores (the columns of inference_result.csv)."""
     record = checkpoint["model_record"]
     return {"timestamp": datetime.now().isoformat(timespec="seconds"), "model": str(model_path),
             "model_type": record["model_type"], "use_cbam": record["use_cbam"], "image_size": record["image_size"],
             "batch_size": checkpoint["args"]["batch_size"], "split": split, "num_images": metrics["num_images"],
-            "dice": f"{metrics['dice']:.6f}", "iou": f"{metrics['iou']:.6f}",
-            "dataset_dice": f"{metrics['dataset_dice']:.6f}", "dataset_iou": f"{metrics['dataset_iou']:.6f}",
-            "tta": tta}
+            **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": tta}
+
+
+def csv_cells(row):
+    return {key: f"{value:.6f}" if isinstance(value, float) else value for key, value in row.items()}
 
 
 def main(args):
     device = choose_device(args.device)
-    model_path = Path(args.model) if args.model else newest_best_model(args.save_dir)
-    use_cbam = False if args.no_cbam else None
+    args.model = Path(args.model) if args.model else newest_best_model(args.save_dir)
     if args.images:
-        net, checkpoint = load_trained_model(model_path, device, args.model_type, use_cbam)
+        net, checkpoint = load_trained_model(args.model, device, args.model_type, args.use_cbam)
         predict_files(net, checkpoint["model_record"], expand_image_paths(args.images), args.output_dir, device,
                       args.tta)
         return None
-    metrics, net, checkpoint, dataset = evaluate_checkpoint(
-        model_path, args.data_path, args.split, args.batch_size, args.num_workers, device, args.tta,
-        not args.no_cache, args.model_type, use_cbam)
-    print(f"{model_path} on {args.split}: {format_metrics(metrics)}")
+    metrics, net, checkpoint, dataset = evaluate_checkpoint(args, device)
+    print(f"{args.model} on {args.split}: {format_metrics(metrics)}")
     csv_path = Path(args.log_dir) / "inference_result.csv"
-    append_csv_row(csv_path, result_row(model_path, checkpoint, metrics, args.split, args.tta))
+    row = result_row(args.model, checkpoint, metrics, args.split, args.tta)
+    append_csv_row(csv_path, csv_cells(row))
     print(f"Appended the result to {csv_path}")
     if args.visualize:
         paths = write_visualizations(net, dataset, device, checkpoint["model_record"], args.log_dir,
                                      args.num_visualize, args.tta)
         print(f"Wrote {len(paths)} pictures to {args.log_dir}/vis_result_*.png")
-    return metrics
+    return row
 
 
 if __name__ == "__main__":

@@ -22,15 +22,11 @@ folder is writable (os.access allows it and it has a write permission bit, so a 
 alone even by root), else $XDG_CACHE_HOME (default ~/.cache)/oxford-pet-seg/<hash of the dataset folder's path>.
 """
 import hashlib
-import http.client
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -39,15 +35,11 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from utils import ProjectError, is_main_process
+from device import is_main_process
+from download import download_dataset
+from errors import ProjectError
 
 MODES = ("train", "valid", "test")
-OFFICIAL_URLS = ("https://www.robots.ox.ac.uk/~vgg/data/pets/data/", "https://thor.robots.ox.ac.uk/datasets/pets/")
-# Where downloads are tried, in order (tests point it at local files).
-BASE_URLS = list(OFFICIAL_URLS)
-ARCHIVE_MD5 = {"images.tar.gz": "5c4f3ee8e5d25df40f4fd59a7f44e54c",
-               "annotations.tar.gz": "95a8c909bbe2e81eed6a22bccdf3f68f"}
-DOWNLOAD_TIMEOUT_S = 30
 TRIMAP_VALUES = (1, 2, 3)
 CACHE_FORMAT = 1  # bump when what the cache holds or how it is resized changes
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -178,7 +170,7 @@ class OxfordPetDataset(torch.utils.data.Dataset):
         return len(self.names)
 
     def __getitem__(self, key):
-        """key: an index, or (index, seed) as utils.SeededSampler yields, to augment the sample from that seed."""
+        """key: an index, or (index, seed) as data.SeededSampler yields, to augment the sample from that seed."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         image, trimap = self.load(index)
         mask = mask_from_trimap(trimap)
@@ -356,115 +348,3 @@ def remove_stale_caches(folder, mode, size, keep):
     for path in folder.glob(f".{mode}-{size}-*.tmp"):
         if time.time() - path.stat().st_mtime > 3600:
             shutil.rmtree(path, ignore_errors=True)
-
-
-# ---------------------------------------------------------------- download
-
-def download_dataset(data_path, folders=("images", "annotations")):
-    """Fetch (or take the hand-placed) <folder>.tar.gz of each folder, check its MD5, and extract it into data_path."""
-    data_path = Path(data_path)
-    data_path.mkdir(parents=True, exist_ok=True)
-    for folder in folders:
-        archive = data_path / f"{folder}.tar.gz"
-        if archive.is_file():
-            check_md5(archive)
-        else:
-            fetch_archive(archive)
-    for folder in folders:
-        extract_archive(data_path / f"{folder}.tar.gz", data_path, folder)
-
-
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest
-
-
-def check_md5(archive):
-    found, expected = file_md5(archive).hexdigest(), ARCHIVE_MD5[archive.name]
-    if found != expected:
-        raise ProjectError(f"{archive} has MD5 {found}, not the release's {expected}: it is incomplete or another "
-                           f"file. Delete it to have it downloaded again, or replace it with the right file.")
-
-
-def fetch_archive(archive):
-    """Download archive from the first of BASE_URLS that serves it with the right MD5."""
-    failures = []
-    for base in BASE_URLS:
-        url = base + archive.name
-        try:
-            return fetch(url, archive)
-        except (OSError, ValueError, http.client.HTTPException) as error:
-            failures.append(f"{url} ({error})")
-    urls = " or ".join(url + archive.name for url in OFFICIAL_URLS)
-    raise ProjectError(
-        f"could not download {archive.name} into {archive.parent}: {'; '.join(failures)}. The Oxford-IIIT Pet "
-        f"dataset is published at {urls} (and annotations.tar.gz beside it). Without internet access, download "
-        f"images.tar.gz and annotations.tar.gz elsewhere and put them in {archive.parent} (they are checked and "
-        f"extracted on the next run), or put their extracted images/ and annotations/ folders there.")
-
-
-def fetch(url, archive):
-    """Download url to <archive>.part, resuming a previous partial download where the server allows, check the MD5,
-    then rename to archive; a wrong MD5 deletes the partial file."""
-    part = archive.with_name(archive.name + ".part")
-    offset = part.stat().st_size if part.is_file() else 0
-    digest = file_md5(part) if offset else hashlib.md5()
-    expected = ARCHIVE_MD5[archive.name]
-    if offset and digest.hexdigest() == expected:
-        return os.replace(part, archive)
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
-    except urllib.error.HTTPError as error:
-        if error.code == 416:  # the partial file is longer than the archive: start over next time
-            part.unlink()
-        raise
-    with response:
-        if offset and response.status != 206:  # the server sends the whole file: start over
-            offset, digest = 0, hashlib.md5()
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length else None
-        with open(part, "ab" if offset else "wb") as file, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=archive.name) as bar:
-            while chunk := response.read(1 << 20):
-                file.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-    if digest.hexdigest() != expected:
-        part.unlink()
-        raise ValueError(f"MD5 {digest.hexdigest()}, expected {expected}")
-    os.replace(part, archive)
-
-
-def checked_members(tar, staging):
-    """The members, when all are plain files or folders that land inside staging: tarfile's "data" filter for
-    Pythons older than 3.10.12 / 3.11.4, which lack it."""
-    root = staging.resolve()
-    members = tar.getmembers()
-    for member in members:
-        if not (member.isfile() or member.isdir()) or not (root / member.name).resolve().is_relative_to(root):
-            raise tarfile.TarError(f"member {member.name!r} is not a plain file or folder inside the archive")
-    return members
-
-
-def extract_archive(archive, data_path, folder):
-    """Extract archive into a temporary folder, refusing members that would land outside it, then move folder/ into
-    data_path, so an interrupted extraction leaves no half-filled folder."""
-    staging = Path(tempfile.mkdtemp(dir=data_path, prefix=".extract-"))
-    try:
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(staging, filter="data")
-            else:
-                tar.extractall(staging, members=checked_members(tar, staging))
-        if not (staging / folder).is_dir():
-            raise ProjectError(f"{archive} holds no {folder}/ folder, so it is not the Oxford-IIIT Pet {archive.name}.")
-        os.replace(staging / folder, data_path / folder)
-    except (tarfile.TarError, EOFError) as error:
-        raise ProjectError(f"{archive} could not be extracted safely ({error}); delete it and run again, or put "
-                           f"the extracted {folder}/ folder in {data_path}.") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from utils import ProjectError, run_cli
+from errors import ProjectError, run_cli
 
 SHAPE = ('{"args": {"model_type", "batch_size", ...}, "history": [{"epoch", "train_loss", "val_dice", ...}, ...], '
          '"best_epoch", "best_val_dice"}')
@@ -74,9 +74,7 @@ def shape_problem(history):
 def run_label(history):
     """'<model_type> bs<batch_size>', with ' no CBAM' for a ResNet34_Unet trained without it."""
     args = history["args"]
-    # train.py stores its --no_cbam flag; the use_cbam spelling is accepted too.
-    use_cbam = args.get("use_cbam", not args.get("no_cbam", False))
-    suffix = " no CBAM" if args["model_type"] == "ResNet34_Unet" and not use_cbam else ""
+    suffix = " no CBAM" if args["model_type"] == "ResNet34_Unet" and not args.get("use_cbam", True) else ""
     return f"{args['model_type']} bs{args['batch_size']}{suffix}"
 
 

@@ -8,7 +8,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from utils import ProjectError, atomic_write, run_cli
+from errors import ProjectError, run_cli
+from files import atomic_write
 
 REQUIRED_COLUMNS = ("model", "model_type", "use_cbam", "image_size", "batch_size", "split", "num_images",
                     "dice", "iou", "dataset_dice", "dataset_iou")
@@ -22,8 +23,8 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", default="checkpoints/inference_result.csv", help="written by src/inference.py")
     parser.add_argument("--out", default="checkpoints/results.md")
-    parser.add_argument("--split", choices=["train", "valid", "test", "all"], default="test",
-                        help="the evaluations to list ('all': every split)")
+    parser.add_argument("--split", default="test", help="the split whose evaluations to list: train, valid, test "
+                        "(the default), or all")
     return parser
 
 

@@ -10,6 +10,7 @@ Every output lives under --out (default reports/<dataset folder>_<image size>px)
 resumes an interrupted one from its *_last.pth and never tests a model file twice.
 """
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -20,25 +21,26 @@ from pathlib import Path
 
 import torch
 
+import cli
 import inference
 import plot_history
 import report
 import train
+from checkpoint import load_checkpoint, training_args
+from data import NORMALIZATION
+from device import choose_device
+from errors import ProjectError, run_cli
 from evaluate import evaluate
+from files import atomic_write, save_json
 from models import canonical_model_type
 from oxford_pet import load_dataset
 from summary import model_summary
-from utils import (NORMALIZATION, ProjectError, atomic_write, choose_device, load_checkpoint, positive_int,
-                   run_cli)
 
 SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "oxford-iiit-pet-sample"
-QUICK_FLAGS = ["--data_path", str(SAMPLE), "--image_size", "64", "--epochs", "1", "--num_workers", "0"]
+QUICK_DEFAULTS = {"data_path": str(SAMPLE), "image_size": 64, "epochs": 1, "num_workers": 0}
 REPORT_RUNS = "Unet:8,Unet:16,ResNet34_Unet:8,ResNet34_Unet:16,ResNet34_Unet:32"
-# train.py flags that the sweep sets for each run, and what to do instead.
-SWEEP_FLAGS = {"model_type": "use --runs", "batch_size": "use --runs", "save_dir": "use --out", "log_dir": "use --out",
-               "resume": "run the same command again to resume",
-               "overwrite": "to start a sweep afresh, delete its folder or give another --out"}
-SET_BY_SWEEP = object()
+# train.py flags a sweep chooses for each run itself; a command that gives one is refused.
+SET_BY_SWEEP = ("model_type", "batch_size", "save_dir", "log_dir", "resume", "overwrite")
 TIMED_STEPS = 2
 
 
@@ -67,14 +69,17 @@ IMPROVED_FIGURE = ("fig4_improved.png", "ResNet34+U-Net at batch size 8: the rep
 def get_args_parser():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-        epilog="Every other flag is src/train.py's and applies to every run (python src/train.py --help), such as "
-               "--data_path, --epochs/-e (50), --image_size (256), --amp, --num_workers, --device, --learning-rate.")
+        parents=[train.recipe_parser()],
+        epilog="The training flags apply to every run. Each run's --model_type and --batch_size come from --runs, "
+               "its --save_dir and --log_dir from --out; the same command again resumes the sweep, and another "
+               "--out starts a new one.")
     parser.add_argument("--runs", default=REPORT_RUNS, help="comma-separated Model:batch_size items (default: the "
                         "report's five runs)")
     parser.add_argument("--improved", action="store_true", help=f"add a sixth run, {IMPROVED_RUN.model_type} batch "
                         f"{IMPROVED_RUN.batch_size} with a pretrained encoder, --loss ce+dice and --occlusion")
-    parser.add_argument("--encoder_weights", default=None, help="the --improved run's encoder: 'imagenet' (the "
-                        "default, downloaded) or a local torchvision resnet34 .pth")
+    parser.add_argument("--encoder_weights", dest="improved_encoder_weights", default=None,
+                        help="the --improved run's encoder: 'imagenet' (the default, downloaded) or a local "
+                        "torchvision resnet34 .pth")
     parser.add_argument("--out", default=None, help="the sweep's folder (default reports/<dataset folder>_<image "
                         "size>px, so the same command finds its runs again)")
     parser.add_argument("--quick", action="store_true", help="defaults for a smoke test: the bundled sample, 64 px, "
@@ -83,10 +88,16 @@ def get_args_parser():
 
 
 def parse_args(argv=None):
-    """The sweep's own flags; the rest is kept in .train_flags for train.py's parser."""
+    """The sweep's flags, with --quick's defaults where --quick is given; train.py flags that the sweep sets for
+    each run are refused."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args, train_flags = get_args_parser().parse_known_args(argv)
-    args.train_flags = train_flags
+    parser = get_args_parser()
+    if "--quick" in argv:
+        parser.set_defaults(**QUICK_DEFAULTS)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (a sweep sets {', '.join(SET_BY_SWEEP)} for "
+                     "each run itself; see the end of --help)")
     args.command = shlex.join(["python", "src/reproduce.py", *argv])
     return args
 
@@ -96,7 +107,7 @@ def parse_runs(text):
     for item in text.split(","):
         model_type, _, batch_size = item.strip().partition(":")
         try:
-            run = Run(canonical_model_type(model_type), positive_int(batch_size))
+            run = Run(canonical_model_type(model_type), cli.positive_int(batch_size))
         except ValueError:
             raise ProjectError(f"--runs item {item!r} is not Model:batch_size; write items such as Unet:8 or "
                                "ResNet34_Unet:16 (models Unet or ResNet34_Unet, batch sizes of at least 1), "
@@ -108,32 +119,17 @@ def parse_runs(text):
     return runs
 
 
-def parse_train_flags(args):
-    """train.py's Namespace shared by all runs: --quick's defaults, then the flags given (later ones win)."""
-    parser = train.get_args_parser()
-    parser.set_defaults(**dict.fromkeys(SWEEP_FLAGS, SET_BY_SWEEP))
-    flags = (QUICK_FLAGS if args.quick else []) + args.train_flags
-    train_args, unknown = parser.parse_known_args(flags)
-    if unknown:
-        raise ProjectError(f"neither src/reproduce.py nor src/train.py knows {' '.join(unknown)}; see python "
-                           "src/reproduce.py --help, and python src/train.py --help for the flags passed to training.")
-    for dest, instead in SWEEP_FLAGS.items():
-        if getattr(train_args, dest) is not SET_BY_SWEEP:
-            raise ProjectError(f"--{dest} is chosen for each run by the sweep; drop it from the command ({instead}).")
-    # The sweep's epoch count is its plan, so it also applies to runs it resumes.
-    train_args.epochs = train_args.epochs or train.DEFAULT_EPOCHS
-    return train_args
-
-
-def run_args(base, run, out, encoder_weights):
-    """The train.py arguments of one run; the improved run keeps its files in improved/ subfolders."""
+def run_args(args, run, out):
+    """The train.py arguments of one run: the sweep's training flags, today's defaults for train.py's others; the
+    improved run keeps its files in improved/ subfolders."""
     subfolder = "improved" if run.improved else ""
-    args = argparse.Namespace(**vars(base))
-    args.model_type, args.batch_size, args.resume, args.overwrite = run.model_type, run.batch_size, None, False
-    args.save_dir, args.log_dir = str(out / "saved_models" / subfolder), str(out / "checkpoints" / subfolder)
+    train_args = vars(train.get_args_parser().parse_args([]))
+    train_args.update({key: value for key, value in vars(args).items() if key in train_args})
+    train_args.update(model_type=run.model_type, batch_size=run.batch_size, resume=None, overwrite=False,
+                      save_dir=str(out / "saved_models" / subfolder), log_dir=str(out / "checkpoints" / subfolder))
     if run.improved:
-        args.encoder_weights, args.loss, args.occlusion = encoder_weights or "imagenet", "ce+dice", True
-    return args
+        train_args.update(encoder_weights=args.improved_encoder_weights or "imagenet", loss="ce+dice", occlusion=True)
+    return argparse.Namespace(**train_args)
 
 
 def resume_state(args):
@@ -147,7 +143,7 @@ def resume_state(args):
         return args, None
     checkpoint = load_checkpoint(last, "the sweep's checkpoint")
     resumed = train.restore_args(argparse.Namespace(**dict(vars(args), resume=str(last))), checkpoint)
-    fixed = set(vars(args)) & set(checkpoint["args"]) - set(train.RUNTIME_FLAGS) - set(SWEEP_FLAGS)
+    fixed = set(vars(args)) & set(training_args(checkpoint)) - set(train.RUNTIME_DEFAULTS) - set(SET_BY_SWEEP)
     changed = [f"{key} {getattr(resumed, key)!r} there, {getattr(args, key)!r} now" for key in sorted(fixed)
                if getattr(resumed, key) != getattr(args, key)]
     if changed:
@@ -170,12 +166,12 @@ def timed(work):
 def seconds_per_epoch(args, device, train_images, valid_images):
     """Time a few steps of train.py's own training epoch and of validation on random uint8 batches, at the run's
     batch and image size; the improved run's encoder weights are loaded here, so a bad path fails before training."""
-    model = train.build_training_model(args, None, device, 1)
-    optimizer, _, scaler = train.build_optimization(args, model, device)
+    args = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
+    training = train.build_training(args, device)
     batches = [random_batch(args.batch_size, args.image_size)] * TIMED_STEPS
-    train.train_one_epoch(model, batches[:1], optimizer, scaler, device, args, 0)  # warm-up: allocation, autotuning
-    train_step = timed(lambda: train.train_one_epoch(model, batches, optimizer, scaler, device, args, 0)) / TIMED_STEPS
-    valid_step = timed(lambda: evaluate(model, batches, device, NORMALIZATION, amp=args.amp,
+    train.train_one_epoch(training, batches[:1], device, args, 0)  # warm-up: allocation, autotuning
+    train_step = timed(lambda: train.train_one_epoch(training, batches, device, args, 0)) / TIMED_STEPS
+    valid_step = timed(lambda: evaluate(training.model, batches, device, NORMALIZATION, amp=args.amp,
                                         channels_last=not args.no_channels_last)) / TIMED_STEPS
     return (math.ceil(train_images / args.batch_size) * train_step
             + math.ceil(valid_images / args.batch_size) * valid_step)
@@ -219,31 +215,30 @@ def print_plan(runs, plan, base, out, device):
           "and epochs; data loading and testing are not timed)")
 
 
-def recorded_result(csv_path, model_path):
-    """The newest test-split row (no TTA) of inference_result.csv that scored this model file as it is now."""
-    if not csv_path.exists():
-        return None
-    saved = datetime.fromtimestamp(model_path.stat().st_mtime).replace(microsecond=0)
-    rows = [row for row in report.read_results(csv_path)
-            if row["split"] == "test" and row["tta"] is False and Path(row["model"]).resolve() == model_path.resolve()
-            and datetime.fromisoformat(row["timestamp"]) >= saved]
-    return rows[-1] if rows else None
+def test_result_path(args):
+    """Where a run's test result is kept, beside its history."""
+    return Path(args.log_dir) / f"{train.run_name(args)}_test.json"
 
 
-def train_and_test(args, state, csv_path):
-    """Train a run unless it is finished (resuming from its *_last.pth), then test its best model once."""
+def train_and_test(args, state, csv_dir):
+    """Train a run unless it is finished (resuming from its *_last.pth), then test its best model once, appending
+    to csv_dir/inference_result.csv and keeping the result beside the run's history."""
+    result_path = test_result_path(args)
     if state is not None and state.is_done(args):
         print(f"finished at epoch {state.epoch} (best epoch {state.best_epoch}); not trained again")
     else:
+        result_path.unlink(missing_ok=True)  # training on may replace the best model
         train.main(args)
     best = train.output_paths(args)["best"]
-    if recorded_result(csv_path, best):
-        print(f"{best} is already tested in {csv_path}")
+    if result_path.exists():
+        print(f"{best} is already tested: {result_path}")
         return
-    inference.main(inference.get_args_parser().parse_args(
+    args = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
+    row = inference.main(inference.get_args_parser().parse_args(
         ["--model", str(best), "--data_path", args.data_path, "--split", "test", "--batch_size", str(args.batch_size),
-         "--device", args.device, "--log_dir", str(csv_path.parent), *(["--no_cache"] if args.no_cache else []),
+         "--device", args.device, "--log_dir", str(csv_dir), *(["--no_cache"] if args.no_cache else []),
          *(["--num_workers", str(args.num_workers)] if args.num_workers is not None else [])]))
+    save_json(row, result_path)
 
 
 def figure_section(name, title, figure_runs, runs, histories, out):
@@ -274,14 +269,13 @@ def device_name(device):
     return f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
 
 
-def write_report(args, base, runs, plan, out, csv_path, device):
+def write_report(args, base, runs, plan, out, device):
     """REPORT.md with the figures beside it, written atomically once every run is trained and tested."""
     histories = {run: plot_history.load_history(train.output_paths(run_plan[0])["history"])
                  for run, run_plan in zip(runs, plan)}
     figures = FIGURES + ([IMPROVED_FIGURE] if args.improved else [])
-    rows = [recorded_result(csv_path, train.output_paths(train_args)["best"]) for train_args, _ in plan]
-    use_cbam = not base.no_cbam
-    summaries = "\n".join(f"### {model_type}\n\n```\n{model_summary(model_type, use_cbam, base.image_size)}\n```\n"
+    rows = [json.loads(test_result_path(train_args).read_text()) for train_args, _ in plan]
+    summaries = "\n".join(f"### {model_type}\n\n```\n{model_summary(model_type, base.use_cbam, base.image_size)}\n```\n"
                           for model_type in ("Unet", "ResNet34_Unet"))
     text = "\n".join([
         "# Reproduction: U-Net vs ResNet34+U-Net with CBAM on Oxford-IIIT Pet\n",
@@ -311,26 +305,26 @@ def write_report(args, base, runs, plan, out, csv_path, device):
 
 def main(args):
     runs = parse_runs(args.runs) + ([IMPROVED_RUN] if args.improved else [])
-    if args.encoder_weights and not args.improved:
+    if args.improved_encoder_weights and not args.improved:
         raise ProjectError("--encoder_weights sets the encoder of the --improved run only; add --improved, or drop "
                            "it (the report's runs train from scratch).")
-    base = parse_train_flags(args)
+    args.epochs = args.epochs or train.RUNTIME_DEFAULTS["epochs"]  # the sweep's plan, for runs it resumes too
+    base = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")
     device = choose_device(base.device)
-    plan = [resume_state(run_args(base, run, out, args.encoder_weights)) for run in runs]
-    csv_path = out / "checkpoints" / "inference_result.csv"
+    plan = [resume_state(run_args(args, run, out)) for run in runs]
     try:
         print_plan(runs, plan, base, out, device)
         for index, (run, (train_args, state)) in enumerate(zip(runs, plan), 1):
             print(f"\nrun {index}/{len(runs)}: {run}")
-            train_and_test(train_args, state, csv_path)
+            train_and_test(train_args, state, out / "checkpoints")
     except (KeyboardInterrupt, SystemExit) as stop:
         # train.py saves the last epoch on Ctrl-C and exits 130; elsewhere Ctrl-C arrives as KeyboardInterrupt.
         if isinstance(stop, SystemExit) and stop.code != 130:
             raise
         print(f"\nThe sweep stopped; the same command continues it:\n  {args.command}")
         sys.exit(130)
-    path = write_report(args, base, runs, plan, out, csv_path, device)
+    path = write_report(args, base, runs, plan, out, device)
     print(f"\nWrote {path}")
     return path
 

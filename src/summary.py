@@ -3,16 +3,17 @@ import argparse
 
 import torchinfo
 
-from models import build_model, model_type_arg
-from utils import positive_int, run_cli
+import cli
+from errors import run_cli
+from models import build_model
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model_type", type=model_type_arg, default="ResNet34_Unet")
-    parser.add_argument("--no_cbam", action="store_true", help="ResNet34_Unet without CBAM in the decoder")
-    parser.add_argument("--image_size", type=positive_int, default=256)
-    parser.add_argument("--batch_size", type=positive_int, default=1)
+    cli.add_model_type_flag(parser)
+    cli.add_cbam_flag(parser)
+    parser.add_argument("--image_size", type=cli.positive_int, default=256)
+    parser.add_argument("--batch_size", type=cli.positive_int, default=1)
     return parser
 
 
@@ -24,7 +25,7 @@ def model_summary(model_type, use_cbam=True, image_size=256, batch_size=1, depth
 
 
 def main(args):
-    print(model_summary(args.model_type, not args.no_cbam, args.image_size, args.batch_size))
+    print(model_summary(args.model_type, args.use_cbam, args.image_size, args.batch_size))
 
 
 if __name__ == "__main__":

@@ -8,40 +8,28 @@ import torch
 from PIL import Image
 
 import inference
-import train
 from conftest import ROOT, SAMPLE
-from utils import ProjectError
+from errors import ProjectError, run_cli
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A ResNet34_Unet trained for one epoch at 32 px on the bundled sample."""
-    root = tmp_path_factory.mktemp("run")
-    train.main(train.get_args_parser().parse_args([
-        "--data_path", str(SAMPLE), "--model_type", "ResNet34_Unet", "--image_size", "32", "-b", "8", "-e", "1",
-        "--num_workers", "0", "--device", "cpu", "--save_dir", str(root / "saved_models"),
-        "--log_dir", str(root / "checkpoints")]))
-    return root, root / "saved_models" / "ResNet34_Unet_bs8_best_model.pth"
-
-
-def inference_args(root, *extra):
+def inference_args(out, *extra):
     return inference.get_args_parser().parse_args([
-        "--data_path", str(SAMPLE), "--num_workers", "0", "--device", "cpu", "--log_dir", str(root / "out"),
-        "--save_dir", str(root / "saved_models"), *extra])
+        "--data_path", str(SAMPLE), "--num_workers", "0", "--device", "cpu", "--log_dir", str(out),
+        "--save_dir", str(out / "saved_models"), *extra])
 
 
-def test_test_split_rows_are_appended_and_pictures_written(trained):
-    root, model = trained
-    first = inference.main(inference_args(root, "--model", str(model), "--visualize", "--num_visualize", "3"))
-    inference.main(inference_args(root, "--model", str(model), "--tta"))
-    with open(root / "out" / "inference_result.csv") as f:
+def test_test_split_rows_are_appended_and_pictures_written(trained, tmp_path):
+    _, model = trained
+    first = inference.main(inference_args(tmp_path, "--model", str(model), "--visualize", "--num_visualize", "3"))
+    inference.main(inference_args(tmp_path, "--model", str(model), "--tta"))
+    with open(tmp_path / "inference_result.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
     assert rows[0]["model_type"] == "ResNet34_Unet" and rows[0]["batch_size"] == "8"
     assert rows[0]["split"] == "test" and int(rows[0]["num_images"]) == first["num_images"] > 0
     assert float(rows[0]["dice"]) == pytest.approx(first["dice"], abs=1e-6)
     assert [row["tta"] for row in rows] == ["False", "True"]
-    pictures = sorted((root / "out").glob("vis_result_*.png"))
+    pictures = sorted(tmp_path.glob("vis_result_*.png"))
     assert len(pictures) == 3 and Image.open(pictures[0]).size[0] > 100
 
 
@@ -50,22 +38,22 @@ def test_without_model_the_newest_best_model_is_used(trained):
     assert inference.newest_best_model(root / "saved_models") == model
 
 
-def test_flags_that_disagree_with_the_checkpoint_are_refused(trained):
-    root, model = trained
+def test_flags_that_disagree_with_the_checkpoint_are_refused(trained, tmp_path):
+    _, model = trained
     with pytest.raises(ProjectError, match="disagrees"):
-        inference.main(inference_args(root, "--model", str(model), "--model_type", "Unet"))
+        inference.main(inference_args(tmp_path, "--model", str(model), "--model_type", "Unet"))
     with pytest.raises(ProjectError, match="without CBAM|with CBAM"):
-        inference.main(inference_args(root, "--model", str(model), "--no_cbam"))
+        inference.main(inference_args(tmp_path, "--model", str(model), "--no_cbam"))
 
 
 def test_own_pictures_get_masks_at_their_original_size(trained, tmp_path):
-    root, model = trained
+    _, model = trained
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(np.full((45, 70, 3), 120, np.uint8)).save(photos / "cat.jpg")
     Image.fromarray(np.full((30, 20), 90, np.uint8)).save(photos / "dog.png")
     (photos / "notes.txt").write_text("not an image")
-    inference.main(inference_args(root, "--model", str(model), "--images", str(photos),
+    inference.main(inference_args(tmp_path, "--model", str(model), "--images", str(photos),
                                   "--output_dir", str(tmp_path / "out")))
     mask = np.array(Image.open(tmp_path / "out" / "cat_mask.png"))
     assert mask.shape == (45, 70) and set(np.unique(mask)) <= {0, 255}
@@ -73,17 +61,21 @@ def test_own_pictures_get_masks_at_their_original_size(trained, tmp_path):
 
 
 def test_no_matching_images_is_an_error(trained, tmp_path):
-    root, model = trained
+    _, model = trained
     with pytest.raises(ProjectError, match="matched no image"):
-        inference.main(inference_args(root, "--model", str(model), "--images", str(tmp_path / "*.jpg")))
+        inference.main(inference_args(tmp_path, "--model", str(model), "--images", str(tmp_path / "*.jpg")))
 
 
-def test_bad_model_files_exit_with_a_message_not_a_traceback(tmp_path):
+def test_bad_model_files_exit_with_a_message_not_a_traceback(tmp_path, capsys):
     not_a_checkpoint = tmp_path / "notes.pth"
     not_a_checkpoint.write_text("hello")
     state_dict_only = tmp_path / "weights.pth"
     torch.save({"w": torch.zeros(1)}, state_dict_only)
-    for path in (tmp_path / "missing.pth", not_a_checkpoint, state_dict_only):
-        result = subprocess.run([sys.executable, "src/inference.py", "--model", str(path), "--data_path",
-                                 str(SAMPLE)], cwd=ROOT, capture_output=True, text=True)
-        assert result.returncode == 2 and path.name in result.stderr and "Traceback" not in result.stderr
+    for path in (not_a_checkpoint, state_dict_only):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(inference.main, inference_args(tmp_path, "--model", str(path)))
+        assert exit_info.value.code == 2 and path.name in capsys.readouterr().err
+    missing = tmp_path / "missing.pth"
+    result = subprocess.run([sys.executable, "src/inference.py", "--model", str(missing), "--data_path",
+                             str(SAMPLE)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and missing.name in result.stderr and "Traceback" not in result.stderr

@@ -4,14 +4,14 @@ import pytest
 from PIL import Image
 
 import plot_history
-from utils import ProjectError, run_cli
+from errors import ProjectError, run_cli
 
 
 def history(model_type, epochs, use_cbam=True, batch_size=8):
     rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "val_dice": 0.9 - 0.5 / e, "val_iou": 0.8,
              "lr": 1e-4, "seconds": 10.0, "images_per_second": 30.0} for e in epochs]
     best = max(rows, key=lambda row: row["val_dice"])
-    return {"args": {"model_type": model_type, "batch_size": batch_size, "no_cbam": not use_cbam,
+    return {"args": {"model_type": model_type, "batch_size": batch_size, "use_cbam": use_cbam,
                      "image_size": 256, "epochs": 50},
             "history": rows, "best_epoch": best["epoch"], "best_val_dice": best["val_dice"]}
 

@@ -3,7 +3,7 @@ import csv
 import pytest
 
 import report
-from utils import ProjectError, run_cli
+from errors import ProjectError, run_cli
 
 HEADER = ["timestamp", "model", "model_type", "use_cbam", "image_size", "batch_size", "split", "num_images",
           "dice", "iou", "dataset_dice", "dataset_iou", "tta"]

@@ -8,7 +8,7 @@ import torchvision
 import reproduce
 import train
 from conftest import SAMPLE
-from utils import ProjectError
+from errors import ProjectError
 
 RUNS = ["Unet_bs8", "Unet_bs16", "ResNet34_Unet_bs8", "ResNet34_Unet_bs16", "ResNet34_Unet_bs32"]
 FIGURES = ["fig1_unet_batch_size.png", "fig2_resnet34_unet_batch_size.png", "fig3_unet_vs_resnet34_unet.png"]
@@ -42,6 +42,7 @@ def quick_sweep(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_the_quick_sweep_trains_tests_and_reports_every_run(quick_sweep):
     out = quick_sweep
     for name in RUNS:
@@ -59,6 +60,7 @@ def test_the_quick_sweep_trains_tests_and_reports_every_run(quick_sweep):
     assert "report (published)" in text and "```" in text and "python src/reproduce.py --quick" in text
 
 
+@pytest.mark.slow
 def test_running_the_same_sweep_again_trains_and_tests_nothing(quick_sweep, monkeypatch, capsys):
     monkeypatch.setattr(train, "train_one_epoch", no_training)
     sweep(quick_sweep, "--runs", reproduce.REPORT_RUNS)
@@ -66,18 +68,20 @@ def test_running_the_same_sweep_again_trains_and_tests_nothing(quick_sweep, monk
     assert capsys.readouterr().out.count("skipped") == 5
 
 
+@pytest.mark.slow
 def test_a_sweep_folder_refuses_other_training_settings(quick_sweep):
     with pytest.raises(ProjectError, match="loss 'ce' there, 'dice' now"):
         sweep(quick_sweep, "--loss", "dice")
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_its_first_epoch_is_resumed_not_restarted(tmp_path, monkeypatch, capsys):
     real_train_one_epoch = train.train_one_epoch
 
-    def stop_in_epoch_2(model, loader, optimizer, scaler, device, args, epoch):
+    def stop_in_epoch_2(training, loader, device, args, epoch):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_train_one_epoch(model, loader, optimizer, scaler, device, args, epoch)
+        return real_train_one_epoch(training, loader, device, args, epoch)
 
     monkeypatch.setattr(train, "train_one_epoch", stop_in_epoch_2)
     with pytest.raises(SystemExit) as stop:
@@ -95,6 +99,7 @@ def test_a_run_stopped_after_its_first_epoch_is_resumed_not_restarted(tmp_path, 
     assert len(read_rows(tmp_path)) == 1
 
 
+@pytest.mark.slow
 def test_the_improved_run_keeps_its_own_files_and_figure(tmp_path, monkeypatch):
     weights = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), weights)
@@ -118,11 +123,16 @@ def test_a_bad_runs_item_is_named_in_the_error(item):
         reproduce.parse_runs(f"Unet:8,{item}")
 
 
+@pytest.mark.parametrize("flags", [["--bogus", "1"], ["-b", "8"], ["--save_dir", "x"], ["--overwrite"],
+                                   ["--model_type", "Unet"], ["--resume", "x_last.pth"]])
+def test_flags_the_sweep_sets_for_each_run_are_refused_before_training(tmp_path, capsys, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        sweep(tmp_path, *flags)
+    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
+    assert not (tmp_path / "saved_models").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
-    (["--bogus", "1"], "knows --bogus 1"),
-    (["-b", "8"], "--batch_size is chosen for each run"),
-    (["--save_dir", "x"], "--save_dir is chosen for each run"),
-    (["--overwrite"], "--overwrite is chosen for each run"),
     (["--encoder_weights", "imagenet"], "--improved run only"),
     (["--runs", "Unet:8,unet:8"], "twice"),
 ])
@@ -130,3 +140,9 @@ def test_flags_the_sweep_cannot_honour_are_refused_before_training(tmp_path, fla
     with pytest.raises(ProjectError, match=message):
         sweep(tmp_path, *flags)
     assert not (tmp_path / "saved_models").exists()
+
+
+def test_quick_sets_defaults_that_flags_given_still_override():
+    args = reproduce.parse_args(["--quick", "--image_size", "48"])
+    assert (args.image_size, args.epochs, args.data_path) == (48, 1, str(SAMPLE))
+    assert reproduce.parse_args([]).image_size == 256

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -6,23 +7,19 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT, SAMPLE
+from checkpoint import load_checkpoint
+from conftest import ROOT, SAMPLE, train_args
+from data import NORMALIZATION, normalize_images
+from errors import ProjectError
+from losses import compute_loss
 from models import build_model, load_trained_model
-from utils import NORMALIZATION, ProjectError, compute_loss, load_checkpoint, normalize_images
 
 
-def train_args(tmp_path, *extra):
-    return train.get_args_parser().parse_args([
-        "--data_path", str(SAMPLE), "--image_size", "32", "-b", "8", "-e", "1", "--num_workers", "0",
-        "--device", "cpu", "--save_dir", str(tmp_path / "saved_models"), "--log_dir", str(tmp_path / "checkpoints"),
-        *extra])
-
-
-def test_a_run_writes_best_model_last_checkpoint_and_history(tmp_path):
-    train.main(train_args(tmp_path, "--model_type", "resnet34_unet", "-e", "2"))
-    best = load_checkpoint(tmp_path / "saved_models" / "ResNet34_Unet_bs8_best_model.pth")
-    last = load_checkpoint(tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth")
-    history = json.loads((tmp_path / "checkpoints" / "ResNet34_Unet_bs8_history.json").read_text())
+def test_a_run_writes_best_model_last_checkpoint_and_history(trained):
+    root, _ = trained
+    best = load_checkpoint(root / "saved_models" / "ResNet34_Unet_bs8_best_model.pth")
+    last = load_checkpoint(root / "saved_models" / "ResNet34_Unet_bs8_last.pth")
+    history = json.loads((root / "checkpoints" / "ResNet34_Unet_bs8_history.json").read_text())
     assert best["model_record"] == {"model_type": "ResNet34_Unet", "use_cbam": True, "num_classes": 2,
                                     "image_size": 32, "normalization": NORMALIZATION}
     assert {"optimizer", "scheduler", "scaler", "epochs_without_improvement"} <= set(last)
@@ -33,24 +30,22 @@ def test_a_run_writes_best_model_last_checkpoint_and_history(tmp_path):
     build_model("ResNet34_Unet").load_state_dict(best["model"])
 
 
-def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
-    train.main(train_args(tmp_path / "a", "--model_type", "ResNet34_Unet", "-e", "2"))
-    train.main(train_args(tmp_path / "b", "--model_type", "ResNet34_Unet", "-e", "1"))
-    last = tmp_path / "b" / "saved_models" / "ResNet34_Unet_bs8_last.pth"
-    train.main(train_args(tmp_path / "b", "--resume", str(last), "-e", "2"))
-    uninterrupted, resumed = (json.loads((tmp_path / run / "checkpoints" / "ResNet34_Unet_bs8_history.json")
-                                         .read_text())["history"] for run in ("a", "b"))
+@pytest.mark.slow
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(trained, tmp_path):
+    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet", "-e", "1"))
+    last = tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+    train.main(train_args(tmp_path, "--resume", str(last), "-e", "2"))
+    uninterrupted, resumed = (json.loads((root / "checkpoints" / "ResNet34_Unet_bs8_history.json")
+                                         .read_text())["history"] for root in (trained[0], tmp_path))
     assert [row["epoch"] for row in resumed] == [1, 2]
     for a, b in zip(uninterrupted, resumed):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_dice"] == pytest.approx(b["val_dice"], rel=1e-5)
 
 
-def test_a_best_model_cannot_be_resumed(tmp_path):
-    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
-    best = tmp_path / "saved_models" / "ResNet34_Unet_bs8_best_model.pth"
+def test_a_best_model_cannot_be_resumed(trained, tmp_path):
     with pytest.raises(ProjectError, match="not a \\*_last.pth"):
-        train.main(train_args(tmp_path, "--resume", str(best)))
+        train.main(train_args(tmp_path, "--resume", str(trained[1])))
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monkeypatch):
@@ -61,6 +56,7 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, monk
     assert state.epoch == 4 and state.best_epoch == 1
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_without_saving(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "compute_loss", lambda *a: compute_loss(*a) * float("nan"))
     with pytest.raises(ProjectError, match="loss became nan"):
@@ -68,9 +64,8 @@ def test_nan_loss_stops_the_run_without_saving(tmp_path, monkeypatch):
     assert not (tmp_path / "saved_models" / "ResNet34_Unet_bs8_best_model.pth").exists()
 
 
-def test_ctrl_c_exits_cleanly_and_keeps_the_last_epoch(tmp_path, monkeypatch, capsys):
-    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
-    last = tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+def test_ctrl_c_exits_cleanly_and_keeps_the_last_epoch(trained, tmp_path, monkeypatch, capsys):
+    last = trained[0] / "saved_models" / "ResNet34_Unet_bs8_last.pth"
     before = last.read_bytes()
 
     def interrupted(*args, **kwargs):
@@ -84,12 +79,13 @@ def test_ctrl_c_exits_cleanly_and_keeps_the_last_epoch(tmp_path, monkeypatch, ca
     assert last.read_bytes() == before
 
 
-def test_a_new_run_never_replaces_an_earlier_one_unless_asked(tmp_path):
-    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
+@pytest.mark.slow
+def test_a_new_run_never_replaces_an_earlier_one_unless_asked(trained, tmp_path):
+    shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
     with pytest.raises(ProjectError, match="--resume .*--overwrite"):
         train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet"))
-    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet", "--overwrite", "-e", "2"))
-    assert load_checkpoint(tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth")["epoch"] == 2
+    train.main(train_args(tmp_path, "--model_type", "ResNet34_Unet", "--overwrite"))
+    assert load_checkpoint(tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth")["epoch"] == 1
 
 
 def test_runs_without_cbam_have_their_own_file_names(tmp_path):
@@ -122,22 +118,36 @@ def test_channels_last_training_step_matches_the_default_layout():
 
 
 def test_the_optimizer_is_the_reports_adam_with_the_fused_update(tmp_path):
-    args = train_args(tmp_path, "-lr", "3e-4")
-    optimizer, scheduler, scaler = train.build_optimization(args, build_model("Unet"), torch.device("cpu"))
-    assert isinstance(optimizer, torch.optim.Adam)
-    assert optimizer.param_groups[0]["lr"] == 3e-4 and optimizer.param_groups[0]["fused"]
-    assert scheduler.mode == "max" and not scaler.is_enabled()
+    training = train.build_training(train_args(tmp_path, "--model_type", "Unet", "-lr", "3e-4"), torch.device("cpu"))
+    assert isinstance(training.optimizer, torch.optim.Adam)
+    assert training.optimizer.param_groups[0]["lr"] == 3e-4 and training.optimizer.param_groups[0]["fused"]
+    assert training.scheduler.mode == "max" and not training.scaler.is_enabled()
+    assert training.step_model is training.model
+
+
+def test_on_resume_a_typed_runtime_flag_wins_even_at_its_default_value():
+    saved = vars(train.fill_runtime_defaults(train.get_args_parser().parse_args(
+        ["--device", "cpu", "-e", "3", "--num_workers", "2", "--no_cbam", "-lr", "1e-3"])))
+    checkpoint = {"args": saved}
+    typed = train.restore_args(train.get_args_parser().parse_args(
+        ["--resume", "x_last.pth", "--device", "auto", "-e", "50", "-lr", "5"]), checkpoint)
+    assert (typed.device, typed.epochs, typed.num_workers) == ("auto", 50, 2)
+    assert (typed.learning_rate, typed.use_cbam, typed.resume) == (1e-3, False, "x_last.pth")
+    untyped = train.restore_args(train.get_args_parser().parse_args(["--resume", "x_last.pth"]), checkpoint)
+    assert (untyped.device, untyped.epochs) == ("cpu", 3)
 
 
 def test_bad_flags_exit_with_a_message_not_a_traceback(tmp_path):
     for flags in (["-b", "0"], ["-e", "0"], ["--model_type", "resnet50"]):
-        result = subprocess.run([sys.executable, "src/train.py", *flags], cwd=ROOT, capture_output=True, text=True)
-        assert result.returncode == 2 and "Traceback" not in result.stderr, flags
+        with pytest.raises(SystemExit) as exit_info:
+            train.get_args_parser().parse_args(flags)
+        assert exit_info.value.code == 2, flags
     result = subprocess.run([sys.executable, "src/train.py", "--data_path", str(tmp_path / "nothing"),
                              "--resume", str(tmp_path / "missing_last.pth")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "missing_last.pth" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_with_two_cpu_processes_writes_one_model_that_loads_single_process(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "src/train.py",
                "--data_path", str(SAMPLE), "--model_type", "ResNet34_Unet", "--image_size", "32", "-b", "4", "-e", "1",

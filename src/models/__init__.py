@@ -1,13 +1,13 @@
-"""Model construction: the one place that turns a model name into a network."""
-import argparse
-
+"""Model construction: the one place that turns a model name, or a checkpoint's record, into a network."""
 import torch
-import torch.nn as nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from checkpoint import load_checkpoint
+from data import NORMALIZATION
+from errors import ProjectError
+from models.blocks import fold_batchnorm
+from models.resnet34 import load_encoder_weights
 from models.resnet34_unet import ResNet34UNet
 from models.unet import UNet
-from utils import NORMALIZATION, ProjectError, load_checkpoint
 
 MODEL_TYPES = {"unet": "Unet", "resnet34_unet": "ResNet34_Unet"}
 
@@ -21,14 +21,6 @@ def canonical_model_type(name):
     return MODEL_TYPES[key]
 
 
-def model_type_arg(text):
-    """argparse type: a canonical model type, or an error message that lists the valid names."""
-    try:
-        return canonical_model_type(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def build_model(model_type, num_classes=2, use_cbam=True, encoder_weights=None):
     """Build 'Unet' or 'ResNet34_Unet'; encoder_weights ('imagenet' or a file path) is for ResNet34_Unet only."""
     model_type = canonical_model_type(model_type)
@@ -40,42 +32,6 @@ def build_model(model_type, num_classes=2, use_cbam=True, encoder_weights=None):
     if encoder_weights:
         load_encoder_weights(model.encoder, encoder_weights)
     return model
-
-
-def load_encoder_weights(encoder, source):
-    """Load a torchvision-format resnet34 state dict ('imagenet' downloads it) into the encoder; fc.* is ignored."""
-    state = imagenet_resnet34_state() if source == "imagenet" else resnet34_state_from_file(source)
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    expected = encoder.state_dict()
-    wrong = sorted(set(expected) ^ set(state)) + sorted(
-        key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
-    if wrong:
-        raise ProjectError(
-            f"The encoder weights from {source} are not a torchvision resnet34 state dict: "
-            f"{len(wrong)} tensors are missing, extra or of another shape, such as {wrong[:3]}."
-        )
-    encoder.load_state_dict(state)
-
-
-def imagenet_resnet34_state():
-    import torchvision
-
-    weights = torchvision.models.ResNet34_Weights.IMAGENET1K_V1
-    try:
-        return weights.get_state_dict(progress=True)
-    except OSError as error:
-        raise ProjectError(
-            f"Could not download the ImageNet ResNet34 weights from {weights.url} ({error}); "
-            "on a machine without internet, download that file elsewhere and pass its path instead, "
-            "as --encoder_weights /path/to/resnet34-b627a593.pth."
-        ) from None
-
-
-def resnet34_state_from_file(path):
-    state = load_checkpoint(path, what="--encoder_weights")
-    if not isinstance(state, dict):
-        raise ProjectError(f"--encoder_weights {path} holds a {type(state).__name__}, not a resnet34 state dict.")
-    return state
 
 
 def model_record(model_type, use_cbam, image_size, num_classes=2):
@@ -110,19 +66,3 @@ def load_trained_model(path, device, model_type=None, use_cbam=None):
 def prepare_for_inference(model, device):
     """The model as evaluation and inference run it: eval mode, BatchNorm folded, channels_last, on the device."""
     return fold_batchnorm(model.eval()).to(device, memory_format=torch.channels_last)
-
-
-def fold_batchnorm(model):
-    """Fold each BatchNorm2d into the Conv2d registered just before it in the same parent module (in these models
-    that is the convolution whose output it normalises) and replace it with Identity. The outputs of the eval-mode
-    model stay the same up to rounding, and inference skips one pass over every normalised feature map."""
-    if model.training:
-        raise ValueError("fold_batchnorm needs a model in eval mode: folding uses the running statistics")
-    for parent in list(model.modules()):
-        names = list(parent._modules)
-        for conv_name, bn_name in zip(names, names[1:]):
-            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d:
-                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
-                setattr(parent, bn_name, nn.Identity())
-    return model

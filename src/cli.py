@@ -1,0 +1,67 @@
+"""The command line the scripts share: argument types and the flags several scripts take, each declared once."""
+import argparse
+
+from device import DEVICES
+from models import canonical_model_type
+from oxford_pet import MODES
+
+DEFAULT_DATA_PATH = "dataset/oxford-iiit-pet"
+
+
+def positive_int(text):
+    """argparse type for batch sizes and epoch counts."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+positive_int.__name__ = "integer of at least 1"
+
+
+def model_type_arg(text):
+    """argparse type: a canonical model type, or an error message that lists the valid names."""
+    try:
+        return canonical_model_type(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_data_flags(parser):
+    parser.add_argument("--data_path", default=DEFAULT_DATA_PATH,
+                        help=f"dataset folder (default {DEFAULT_DATA_PATH}; train.py downloads it when missing)")
+    parser.add_argument("--no_cache", action="store_true",
+                        help="decode and resize the original files every time instead of using the resize cache")
+
+
+def add_device_flags(parser):
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="default auto: CUDA, then MPS, then CPU")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="data loader workers (default: 4 on CUDA, 0 on the CPU)")
+
+
+def add_model_type_flag(parser, default="ResNet34_Unet"):
+    """--model_type; with default None (scripts that read a checkpoint), a value given must agree with it."""
+    check = " (must agree with the checkpoint)" if default is None else ""
+    parser.add_argument("--model_type", type=model_type_arg, default=default,
+                        help="Unet or ResNet34_Unet, any letter case" + check)
+
+
+def add_cbam_flag(parser, default=True):
+    """--no_cbam, stored as use_cbam; with default None (scripts that read a checkpoint), it must agree with it."""
+    check = " (must agree with the checkpoint)" if default is None else ""
+    parser.add_argument("--no_cbam", dest="use_cbam", action="store_const", const=False, default=default,
+                        help="ResNet34_Unet without CBAM" + check)
+
+
+def add_scoring_flags(parser):
+    """The flags of a test of a trained model (evaluate.py and inference.py)."""
+    parser.add_argument("--split", choices=MODES, default="test")
+    parser.add_argument("--batch_size", "-b", type=positive_int, default=4)
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+
+
+def add_output_flags(parser):
+    parser.add_argument("--save_dir", default="saved_models", help="model checkpoints (default saved_models)")
+    parser.add_argument("--log_dir", default="checkpoints",
+                        help="histories, inference_result.csv and pictures (default checkpoints)")

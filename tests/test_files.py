@@ -1,0 +1,27 @@
+import os
+
+import pytest
+
+from files import append_csv_row, atomic_write, save_json
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "history.json"
+    save_json({"epoch": 1}, path)
+
+    def crash(tmp):
+        with open(tmp, "w") as f:
+            f.write("{half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, crash)
+    assert path.read_text().startswith("{") and '"epoch": 1' in path.read_text()
+    assert os.listdir(tmp_path) == ["history.json"]
+
+
+def test_csv_rows_are_appended_with_one_header(tmp_path):
+    path = tmp_path / "results.csv"
+    append_csv_row(path, {"a": 1, "b": 2})
+    append_csv_row(path, {"a": 3, "b": 4})
+    assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
