@@ -351,7 +351,8 @@ def block_steps(args, device):
         "ConvTranspose2x2, forward + backward, 32 channels to full size": (upsample(plain_up), upsample(fast_up)),
         "mean_and_max (CBAM pooling), forward + backward, 32 channels at full size":
             (cbam_pooling(autograd_mean_and_max), cbam_pooling(mean_and_max)),
-        "fold_batchnorm, ResNet34_Unet inference at batch 1": (infer(model), infer(fold_batchnorm(copy.deepcopy(model)))),
+        "fold_batchnorm, ResNet34_Unet inference at batch 1":
+            (infer(model), infer(fold_batchnorm(copy.deepcopy(model)))),
     }
 
 
@@ -476,8 +477,9 @@ def loader_table(loader, image_size):
              f"| resize cache, augment at {image_size}x{image_size} | {loader['cached_images_per_second']:.0f} "
              f"| {loader['cached_vs_report']:.2f}x |"]
     if "cached_vs_resnet34_unet_train" in loader:
-        lines.append(f"| ResNet34_Unet's training step, for comparison | {loader['resnet34_unet_train_images_per_second']:.1f} "
-                     f"| loader delivers {loader['cached_vs_resnet34_unet_train']:.1f}x its images/s |")
+        train_rate, headroom = loader["resnet34_unet_train_images_per_second"], loader["cached_vs_resnet34_unet_train"]
+        lines.append(f"| ResNet34_Unet's training step, for comparison | {train_rate:.1f} "
+                     f"| the cached loader delivers {headroom:.1f}x its images/s |")
     return lines
 
 

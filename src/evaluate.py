@@ -49,8 +49,6 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a checkpoint written by src/train.py")
     cli.add_scoring_flags(parser)
-    cli.add_model_type_flag(parser, default=None)
-    cli.add_cbam_flag(parser, default=None)
     cli.add_data_flags(parser)
     cli.add_device_flags(parser)
     return parser

@@ -34,8 +34,6 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint (default: the newest *_best_model.pth in --save_dir)")
     cli.add_scoring_flags(parser)
-    cli.add_model_type_flag(parser, default=None)
-    cli.add_cbam_flag(parser, default=None)
     parser.add_argument("--visualize", action="store_true", help="write checkpoints/vis_result_*.png")
     parser.add_argument("--num_visualize", type=cli.positive_int, default=10)
     parser.add_argument("--images", nargs="+", default=None, help="your own pictures: files, folders or globs")

@@ -1,4 +1,4 @@
-"""Oxford-IIIT Pet for binary pet/background segmentation: splits, loading, a resize cache and the download.
+"""Oxford-IIIT Pet for binary pet/background segmentation: splits, loading and a resize cache (download.py fetches it).
 
 A dataset folder has the release's layout: images/<name>.jpg, annotations/trimaps/<name>.png,
 annotations/trainval.txt and annotations/test.txt (first column the name; lines starting with # are comments).

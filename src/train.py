@@ -50,7 +50,8 @@ def recipe_parser():
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under torchrun")
     parser.add_argument("--loss", choices=LOSSES, default="ce", help="ce (the report's), dice, or ce+dice")
-    parser.add_argument("--patience", type=cli.positive_int, default=5, help="early stopping: epochs without better Dice")
+    parser.add_argument("--patience", type=cli.positive_int, default=5,
+                        help="early stopping: epochs without better Dice")
     parser.add_argument("--lr_patience", type=int, default=2, help="ReduceLROnPlateau patience (epochs)")
     parser.add_argument("--no_augment", action="store_true", help="train without augmentation")
     parser.add_argument("--occlusion", action="store_true", help="add random occlusion (CoarseDropout) augmentation")

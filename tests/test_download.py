@@ -29,7 +29,8 @@ def archives(tmp_path, monkeypatch):
 
 
 def leftovers(folder):
-    return sorted(path.name for path in folder.iterdir() if path.name.endswith(".part") or path.name.startswith(".extract"))
+    return sorted(path.name for path in folder.iterdir()
+                  if path.name.endswith(".part") or path.name.startswith(".extract"))
 
 
 def test_download_falls_back_to_the_mirror_restarts_a_bad_partial_file_and_extracts(tmp_path, monkeypatch, archives):
