@@ -59,6 +59,8 @@ def add_scoring_flags(parser):
     parser.add_argument("--split", choices=MODES, default="test")
     parser.add_argument("--batch_size", "-b", type=positive_int, default=4)
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+    parser.add_argument("--full_resolution", action="store_true",
+                        help="score each prediction upsampled to its image's own size, against the original trimap")
     add_model_type_flag(parser, default=None)
     add_cbam_flag(parser, default=None)
 

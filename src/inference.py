@@ -12,22 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
 from PIL import Image
 
 import cli
 from data import prepare_images
 from device import choose_device
 from errors import ProjectError, run_cli
-from evaluate import evaluate_checkpoint, format_metrics, predict
+from evaluate import evaluate_checkpoint, format_metrics, image_scores, predict, upsample_probability
+import per_image
 from files import append_csv_row
-from metrics import dice, foreground_statistics
 from models import load_trained_model
-from oxford_pet import read_image, resize_image
+from oxford_pet import mask_from_trimap, read_image, read_sample, resize_image
+from visualize import prediction_figure
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-GREEN, RED = np.array([0, 255, 0]), np.array([255, 0, 0])
+RED = np.array([255, 0, 0])
 
 
 def get_args_parser():
@@ -59,30 +58,32 @@ def predict_probabilities(net, images, device, record, tta=False):
         return predict(net, images, tta).exp()[:, 1].float().cpu()
 
 
-def overlay(image, masks_and_colors, alpha=0.45):
-    """Blend coloured masks into an H x W x 3 uint8 image."""
+def overlay(image, mask, color=RED, alpha=0.45):
+    """Blend a coloured mask into an H x W x 3 uint8 image."""
     out = image.astype(np.float32)
-    for mask, color in masks_and_colors:
-        out[mask > 0] = (1 - alpha) * out[mask > 0] + alpha * color
+    out[mask] = (1 - alpha) * out[mask] + alpha * color
     return out.astype(np.uint8)
 
 
+def predict_at_original_size(net, record, root, name, device, tta=False):
+    """(image, prediction, ground truth, trimap) of a dataset sample at its own size, the prediction made at the
+    model's input size and upsampled."""
+    image, trimap = read_sample(root, name)
+    small = torch.from_numpy(resize_image(image, record["image_size"]).transpose(2, 0, 1).copy())[None]
+    prob = upsample_probability(predict_probabilities(net, small, device, record, tta)[0], trimap.shape)
+    return image, prob > 0.5, torch.from_numpy(mask_from_trimap(trimap)).bool(), trimap
+
+
 def write_visualizations(net, dataset, device, record, out_dir, count, tta):
-    """The first `count` samples: the image with ground truth in green and prediction in red."""
+    """The first `count` samples at their own size, their errors drawn by visualize.py; returns the paths."""
     paths = []
-    for index in range(min(count, len(dataset))):
-        sample = dataset[index]
-        prob = predict_probabilities(net, torch.from_numpy(sample["image"][None]), device, record, tta)[0]
-        pred, true = prob > 0.5, torch.from_numpy(sample["mask"] > 0)
-        score = dice(*foreground_statistics(pred[None], true[None])).item()
-        fig = Figure(figsize=(4, 4.4))
-        ax = fig.subplots()
-        ax.imshow(overlay(sample["image"].transpose(1, 2, 0), [(true.numpy(), GREEN), (pred.numpy(), RED)]))
-        ax.set_title(f"{sample['name']}  Dice {score:.3f}\ngreen: ground truth, red: prediction",
-                     fontsize=9)
-        ax.axis("off")
-        path = Path(out_dir) / f"vis_result_{index:02d}_{sample['name']}.png"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+    for index, name in enumerate(dataset.names[:count]):
+        image, pred, true, trimap = predict_at_original_size(net, record, dataset.root, name, device, tta)
+        score = image_scores(pred, true, trimap)["dice"]
+        title = f"{name}  Dice {score:.3f} ({image.shape[1]}x{image.shape[0]})"
+        fig = prediction_figure([(image, pred.numpy(), true.numpy(), trimap, title)])
+        path = Path(out_dir) / f"vis_result_{index:02d}_{name}.png"
+        fig.savefig(path, dpi=150)
         paths.append(path)
     return paths
 
@@ -117,29 +118,41 @@ def predict_files(net, record, paths, out_dir, device, tta):
             warnings.warn(f"skipped {path}: {error}")
             continue
         small = torch.from_numpy(resize_image(image, record["image_size"]).transpose(2, 0, 1).copy())[None]
-        prob = predict_probabilities(net, small, device, record, tta)
-        prob = F.interpolate(prob[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-        mask = prob.numpy() > 0.5
+        prob = predict_probabilities(net, small, device, record, tta)[0]
+        mask = upsample_probability(prob, image.shape[:2]).numpy() > 0.5
         stem = path.stem if path.stem not in stems else f"{path.stem}_{len(stems)}"
         stems.add(stem)
         Image.fromarray((mask * 255).astype(np.uint8)).save(out_dir / f"{stem}_mask.png")
-        Image.fromarray(overlay(image, [(mask, RED)])).save(out_dir / f"{stem}_overlay.png")
+        Image.fromarray(overlay(image, mask)).save(out_dir / f"{stem}_overlay.png")
     if not stems:
         raise ProjectError(f"none of the {len(paths)} files given with --images could be read as an image.")
     print(f"Wrote masks and overlays of {len(stems)} images to {out_dir}")
 
 
-def result_row(model_path, checkpoint, metrics, split, tta):
+def result_row(args, checkpoint, metrics, per_image_csv, timestamp):
     """One test of a model: what was tested, how, and its scores (the columns of inference_result.csv)."""
     record = checkpoint["model_record"]
-    return {"timestamp": datetime.now().isoformat(timespec="seconds"), "model": str(model_path),
+    return {"timestamp": timestamp.isoformat(timespec="seconds"), "model": str(args.model),
             "model_type": record["model_type"], "use_cbam": record["use_cbam"], "image_size": record["image_size"],
-            "batch_size": checkpoint["args"]["batch_size"], "split": split, "num_images": metrics["num_images"],
-            **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": tta}
+            "batch_size": checkpoint["args"]["batch_size"], "split": args.split, "num_images": metrics["num_images"],
+            **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": args.tta,
+            "resolution": "original" if args.full_resolution else "input",
+            **{key: metrics[key] for key in ("band_accuracy", "boundary_iou")}, "per_image_csv": str(per_image_csv)}
 
 
 def csv_cells(row):
     return {key: f"{value:.6f}" if isinstance(value, float) else value for key, value in row.items()}
+
+
+def write_per_image_results(rows, args, checkpoint, timestamp):
+    """<log_dir>/<model>_<split>[_tta][_fullres]_<time>_per_image.csv and its source .json; returns the CSV's path."""
+    options = "_tta" * args.tta + "_fullres" * args.full_resolution
+    path = per_image.new_path(args.log_dir, f"{Path(args.model).stem}_{args.split}{options}_{timestamp:%Y%m%dT%H%M%S}")
+    source = {"model": str(Path(args.model).resolve()), "data_path": str(Path(args.data_path).resolve()),
+              "split": args.split, "tta": args.tta, "resolution": "original" if args.full_resolution else "input",
+              "model_record": checkpoint["model_record"]}
+    per_image.write(path, rows, source)
+    return path
 
 
 def main(args):
@@ -150,12 +163,14 @@ def main(args):
         predict_files(net, checkpoint["model_record"], expand_image_paths(args.images), args.output_dir, device,
                       args.tta)
         return None
-    metrics, net, checkpoint, dataset = evaluate_checkpoint(args, device)
+    metrics, rows, net, checkpoint, dataset = evaluate_checkpoint(args, device)
     print(f"{args.model} on {args.split}: {format_metrics(metrics)}")
+    timestamp = datetime.now()
+    per_image_csv = write_per_image_results(rows, args, checkpoint, timestamp)
     csv_path = Path(args.log_dir) / "inference_result.csv"
-    row = result_row(args.model, checkpoint, metrics, args.split, args.tta)
+    row = result_row(args, checkpoint, metrics, per_image_csv, timestamp)
     append_csv_row(csv_path, csv_cells(row))
-    print(f"Appended the result to {csv_path}")
+    print(f"Appended the result to {csv_path}; per-image scores in {per_image_csv}")
     if args.visualize:
         paths = write_visualizations(net, dataset, device, checkpoint["model_record"], args.log_dir,
                                      args.num_visualize, args.tta)

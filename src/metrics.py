@@ -2,8 +2,14 @@
 
 Per image, on the foreground (pet) class after argmax over the two classes: Dice = 2|P∩T| / (|P| + |T|) and
 IoU = |P∩T| / |P∪T|; an image whose prediction and ground truth are both empty scores 1 on both. Dataset-level
-("micro") Dice and IoU come from the intersections and areas summed over the whole split.
+("micro") Dice and IoU come from the intersections and areas summed over the whole split. Boundary quality:
+accuracy inside the trimap's border band, and Boundary IoU (Cheng et al., CVPR 2021) with the paper's band of 2 %
+of the image diagonal.
 """
+import math
+
+import cv2
+import numpy as np
 import torch
 
 from device import all_reduce_sum
@@ -39,6 +45,12 @@ def iou(intersection, pred_area, true_area):
     return ratio_or_one(intersection, pred_area + true_area - intersection)
 
 
+def dataset_scores(intersection, pred_area, true_area):
+    """(Dice, IoU) at the dataset level ("micro"), from the counts summed over a split."""
+    counts = torch.tensor([intersection, pred_area, true_area], dtype=torch.float64)
+    return dice(*counts).item(), iou(*counts).item()
+
+
 def dice_score(logits, masks):
     """Per-image foreground Dice of N x 2 x H x W logits against N x H x W 0/1 masks."""
     return dice(*foreground_statistics(predicted_foreground(logits), masks == 1))
@@ -69,13 +81,38 @@ class SegmentationMeter:
     def compute(self):
         loss, dice_sum, iou_sum = all_reduce_sum(self.scores.clone()).tolist()
         counts = torch.cat([self.pixels, self.pixels.new_tensor([self.images])])
-        intersection, pred_area, true_area, images = all_reduce_sum(counts).tolist()
+        *pixels, images = all_reduce_sum(counts).tolist()
         per_image = max(images, 1)
-        return {
-            "loss": loss / per_image,
-            "dice": dice_sum / per_image,
-            "iou": iou_sum / per_image,
-            "dataset_dice": 2 * intersection / max(pred_area + true_area, 1),
-            "dataset_iou": intersection / max(pred_area + true_area - intersection, 1),
-            "num_images": images,
-        }
+        dataset_dice, dataset_iou = dataset_scores(*pixels)
+        return {"loss": loss / per_image, "dice": dice_sum / per_image, "iou": iou_sum / per_image,
+                "dataset_dice": dataset_dice, "dataset_iou": dataset_iou, "num_images": images}
+
+
+# ---------------------------------------------------------------- boundary quality, per image (numpy)
+
+def border_band_accuracy(pred, trimap):
+    """Share of the trimap's border band (value 3) predicted as pet, the class the report's mapping gives it;
+    NaN for an image without a band. pred: boolean H x W, trimap: H x W of 1, 2, 3."""
+    band = trimap == 3
+    return float(pred[band].mean()) if band.any() else math.nan
+
+
+def boundary_width(height, width, ratio=0.02):
+    """Boundary IoU's band width: ratio of the image diagonal, at least one pixel (Cheng et al., CVPR 2021)."""
+    return max(1, round(ratio * math.hypot(height, width)))
+
+
+def inner_boundary(mask, width):
+    """The pixels of a boolean mask within `width` pixels of its contour: the mask minus its erosion, with the
+    image's edge counting as background (the paper's mask_to_boundary)."""
+    padded = np.pad(mask.astype(np.uint8), 1)
+    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=width)[1:-1, 1:-1]
+    return mask & ~eroded.astype(bool)
+
+
+def boundary_iou(pred, true, ratio=0.02):
+    """Boundary IoU of two boolean H x W masks: IoU of their inner boundaries; 1 when both are empty."""
+    width = boundary_width(*true.shape, ratio)
+    pred_band, true_band = inner_boundary(pred, width), inner_boundary(true, width)
+    union = (pred_band | true_band).sum()
+    return 1.0 if union == 0 else float((pred_band & true_band).sum() / union)

@@ -47,8 +47,8 @@ IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionB
 
 # ---------------------------------------------------------------- reading one sample
 
-def read_split(root, mode):
-    """The names of a split, in list order."""
+def split_lines(root, mode):
+    """The list lines of a split, in list order, each as its fields (name, class id, species, breed id)."""
     if mode not in MODES:
         raise ProjectError(f"unknown split {mode!r}; the splits are {', '.join(MODES)}.")
     list_path = Path(root) / "annotations" / ("test.txt" if mode == "test" else "trainval.txt")
@@ -56,12 +56,29 @@ def read_split(root, mode):
         raise ProjectError(f"{list_path} not found; a dataset folder needs the Oxford-IIIT Pet layout: images/, "
                            f"annotations/trimaps/, annotations/trainval.txt and annotations/test.txt.")
     lines = (line.strip() for line in list_path.read_text().splitlines())
-    names = [line.split()[0] for line in lines if line and not line.startswith("#")]
+    fields = [line.split() for line in lines if line and not line.startswith("#")]
     if mode != "test":
-        names = [name for i, name in enumerate(names) if (i % 10 == 0) == (mode == "valid")]
-    if not names:
+        fields = [row for i, row in enumerate(fields) if (i % 10 == 0) == (mode == "valid")]
+    if not fields:
         raise ProjectError(f"{list_path} lists no {mode} sample.")
-    return names
+    return fields
+
+
+def read_split(root, mode):
+    """The names of a split, in list order."""
+    return [row[0] for row in split_lines(root, mode)]
+
+
+def split_labels(root, mode):
+    """{name: (species, breed)} of a split. The species is the list's third column (1 cat, 2 dog), or, where a
+    list has no such column, the release's naming rule (cat breeds are capitalised); the breed is the name
+    without its trailing number."""
+    labels = {}
+    for row in split_lines(root, mode):
+        name = row[0]
+        cat = row[2] == "1" if len(row) > 2 else name[:1].isupper()
+        labels[name] = ("cat" if cat else "dog", name.rpartition("_")[0] or name)
+    return labels
 
 
 def sample_paths(root, name):

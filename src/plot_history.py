@@ -101,8 +101,34 @@ def plot_run(ax_dice, ax_loss, history, label):
     ax_loss.plot(*with_gaps(rows, "train_loss"), marker=".", color=line.get_color(), label=label)
 
 
+def seed_band(histories, key):
+    """(epochs, mean, min, max) of one column over several runs of a setting, per epoch, over the runs that
+    reached that epoch (early stopping ends some runs sooner)."""
+    by_epoch = {}
+    for history in histories:
+        for row in history["history"]:
+            by_epoch.setdefault(row["epoch"], []).append(row[key])
+    epochs = sorted(by_epoch)
+    values = [by_epoch[epoch] for epoch in epochs]
+    return epochs, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def plot_seeds(ax_dice, ax_loss, histories, label):
+    """The mean curve of several runs of one setting (seeds), with a band from their minimum to their maximum."""
+    label = f"{label} (mean of {len(histories)} seeds, band: min to max)"
+    epochs, mean, low, high = seed_band(histories, "val_dice")
+    (line,) = ax_dice.plot(epochs, mean, marker=".", label=label)
+    ax_dice.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    epochs, mean, low, high = seed_band(histories, "train_loss")
+    ax_loss.plot(epochs, mean, marker=".", color=line.get_color(), label=label)
+    ax_loss.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
 def plot_histories(histories, labels, out_path, title=None):
-    """Draw validation Dice (left) and training loss (right) per epoch of loaded histories; return the path."""
+    """Draw validation Dice (left) and training loss (right) per epoch of loaded histories; return the path.
+
+    An entry of histories may be a list of the histories of several seeds of one setting, drawn by plot_seeds.
+    """
     out_path = Path(out_path)
     if len(labels) != len(histories):
         raise ProjectError(f"the number of labels ({len(labels)}) differs from the number of histories "
@@ -115,7 +141,10 @@ def plot_histories(histories, labels, out_path, title=None):
     FigureCanvasAgg(fig)
     ax_dice, ax_loss = fig.subplots(1, 2)
     for history, label in zip(histories, labels):
-        plot_run(ax_dice, ax_loss, history, label)
+        if isinstance(history, list):
+            plot_seeds(ax_dice, ax_loss, history, label)
+        else:
+            plot_run(ax_dice, ax_loss, history, label)
     for ax, name in ((ax_dice, "validation Dice"), (ax_loss, "training loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)

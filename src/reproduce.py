@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import cli
+import compare
 import inference
+import per_image
 import plot_history
 import report
 import train
@@ -46,12 +49,28 @@ TIMED_STEPS = 2
 
 @dataclass(frozen=True)
 class Run:
+    """One setting of a sweep; with --seeds it is trained once per seed."""
     model_type: str
     batch_size: int
     improved: bool = False
 
     def __str__(self):
         return f"{self.model_type}_bs{self.batch_size}{' improved' if self.improved else ''}"
+
+
+@dataclass
+class Planned:
+    """One training of a sweep: its setting and seed, train.py's arguments, and its state (None: not started)."""
+    run: Run
+    seed: int
+    args: argparse.Namespace
+    state: object
+
+    def label(self, seeded):
+        return f"{self.run} seed {self.seed}" if seeded else str(self.run)
+
+    def is_finished(self):
+        return self.state is not None and self.state.is_done(self.args)
 
 
 IMPROVED_RUN = Run("ResNet34_Unet", 8, improved=True)
@@ -82,6 +101,10 @@ def get_args_parser():
                         "torchvision resnet34 .pth")
     parser.add_argument("--out", default=None, help="the sweep's folder (default reports/<dataset folder>_<image "
                         "size>px, so the same command finds its runs again)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="train every run once per seed, each seed "
+                        "in its own seed<N>/ folder; REPORT.md gives mean ± standard deviation over seeds and tests "
+                        "ResNet34_Unet against Unet at batch 8 on per-image Dice (default: one run per setting, "
+                        "with --seed)")
     parser.add_argument("--quick", action="store_true", help="defaults for a smoke test: the bundled sample, 64 px, "
                         "1 epoch, --num_workers 0 (flags given explicitly still win)")
     return parser
@@ -119,17 +142,24 @@ def parse_runs(text):
     return runs
 
 
-def run_args(args, run, out):
+def run_args(args, run, out, seed):
     """The train.py arguments of one run: the sweep's training flags, today's defaults for train.py's others; the
     improved run keeps its files in improved/ subfolders."""
     subfolder = "improved" if run.improved else ""
     train_args = vars(train.get_args_parser().parse_args([]))
     train_args.update({key: value for key, value in vars(args).items() if key in train_args})
-    train_args.update(model_type=run.model_type, batch_size=run.batch_size, resume=None, overwrite=False,
+    train_args.update(model_type=run.model_type, batch_size=run.batch_size, seed=seed, resume=None, overwrite=False,
                       save_dir=str(out / "saved_models" / subfolder), log_dir=str(out / "checkpoints" / subfolder))
     if run.improved:
         train_args.update(encoder_weights=args.improved_encoder_weights or "imagenet", loss="ce+dice", occlusion=True)
     return argparse.Namespace(**train_args)
+
+
+def sweep_plan(args, runs, out):
+    """Every training of the sweep, all runs of the first seed first; with --seeds, each seed has its own folder."""
+    seeds = args.seeds or [args.seed]
+    return [Planned(run, seed, *resume_state(run_args(args, run, out / f"seed{seed}" if args.seeds else out, seed)))
+            for seed in seeds for run in runs]
 
 
 def resume_state(args):
@@ -187,27 +217,26 @@ def plural(count, word):
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def print_plan(runs, plan, base, out, device):
-    """List the runs, which are skipped or resumed, and the time left from a short timing of each unfinished run
-    (all timed first, so that the timing's progress bars do not split the list)."""
+def print_plan(plan, base, out, device, seeded):
+    """List the trainings, which are skipped or resumed, and the time left from a short timing of each unfinished
+    one (all timed first, so that the timing's progress bars do not split the list)."""
     cache = not base.no_cache
     train_images = len(load_dataset(base.data_path, "train", None, base.image_size, cache))
     valid_images = len(load_dataset(base.data_path, "valid", None, base.image_size, cache, download=False))
-    finished = [state is not None and state.is_done(args) for args, state in plan]
-    epochs_left = [args.epochs - (state.epoch if state else 0) for args, state in plan]
-    estimates = [0.0 if done else epochs * seconds_per_epoch(args, device, train_images, valid_images)
-                 for (args, _), done, epochs in zip(plan, finished, epochs_left)]
-    print(f"Sweep in {out}: {plural(len(runs), 'run')} on {device}, {train_images} train / {valid_images} valid "
+    epochs_left = [item.args.epochs - (item.state.epoch if item.state else 0) for item in plan]
+    estimates = [0.0 if item.is_finished() else epochs * seconds_per_epoch(item.args, device, train_images,
+                                                                           valid_images)
+                 for item, epochs in zip(plan, epochs_left)]
+    print(f"Sweep in {out}: {plural(len(plan), 'run')} on {device}, {train_images} train / {valid_images} valid "
           f"images at {base.image_size}x{base.image_size}, up to {plural(base.epochs, 'epoch')} each")
-    for index, (run, (args, state)) in enumerate(zip(runs, plan)):
-        header = f"  run {index + 1}/{len(runs)}: {run}: "
-        if finished[index]:
-            print(header + f"finished ({plural(state.epoch, 'epoch')}), skipped")
+    for index, (item, epochs, estimate) in enumerate(zip(plan, epochs_left, estimates), 1):
+        header = f"  run {index}/{len(plan)}: {item.label(seeded)}: "
+        if item.is_finished():
+            print(header + f"finished ({plural(item.state.epoch, 'epoch')}), skipped")
         else:
-            start = f"resumes at epoch {state.epoch + 1}" if state else "starts"
-            print(header + f"{start}, {plural(epochs_left[index], 'epoch')} at most, "
-                  f"{format_duration(estimates[index])}")
-    if all(finished):
+            start = f"resumes at epoch {item.state.epoch + 1}" if item.state else "starts"
+            print(header + f"{start}, {plural(epochs, 'epoch')} at most, {format_duration(estimate)}")
+    if all(item.is_finished() for item in plan):
         print("Every run is finished; only the report is written again.")
         return
     print(f"Estimated time: {format_duration(sum(estimates))}, an upper bound since early stopping may end runs "
@@ -220,11 +249,12 @@ def test_result_path(args):
     return Path(args.log_dir) / f"{train.run_name(args)}_test.json"
 
 
-def train_and_test(args, state, csv_dir):
+def train_and_test(item, csv_dir):
     """Train a run unless it is finished (resuming from its *_last.pth), then test its best model once, appending
     to csv_dir/inference_result.csv and keeping the result beside the run's history."""
+    args, state = item.args, item.state
     result_path = test_result_path(args)
-    if state is not None and state.is_done(args):
+    if item.is_finished():
         print(f"finished at epoch {state.epoch} (best epoch {state.best_epoch}); not trained again")
     else:
         result_path.unlink(missing_ok=True)  # training on may replace the best model
@@ -242,25 +272,72 @@ def train_and_test(args, state, csv_dir):
 
 
 def figure_section(name, title, figure_runs, runs, histories, out):
-    """Draw one of the report's figures when at least two of its runs are in the sweep; else say why not."""
+    """Draw one of the report's figures when at least two of its runs are in the sweep; else say why not. With
+    several seeds a run is drawn as its mean curve with a band from the lowest to the highest seed."""
     present = [run for run in figure_runs if run in runs]
     missing = ", ".join(str(run) for run in figure_runs if run not in runs)
     if len(present) < 2:
         return f"### {title}\n\nLeft out: {missing} not in --runs.\n"
-    labels = [plot_history.run_label(histories[run]) + (" improved" if run.improved else "") for run in present]
-    plot_history.plot_histories([histories[run] for run in present], labels, out / name, title)
+    labels = [plot_history.run_label(histories[run][0]) + (" improved" if run.improved else "") for run in present]
+    drawn = [histories[run] if len(histories[run]) > 1 else histories[run][0] for run in present]
+    plot_history.plot_histories(drawn, labels, out / name, title)
     note = f" ({missing} not in --runs)" if missing else ""
     return f"### {title}{note}\n\n![{title}]({name})\n"
 
 
-def training_table(runs, histories):
+def training_table(plan, seeded):
     lines = ["| run | epochs run | best epoch | best validation Dice | training time |", "|---|---|---|---|---|"]
-    for run in runs:
-        history = histories[run]
+    for item in plan:
+        history = plot_history.load_history(train.output_paths(item.args)["history"])
         seconds = sum(row["seconds"] for row in history["history"])
-        lines.append(f"| {run} | {history['history'][-1]['epoch']} | {history['best_epoch']} | "
+        lines.append(f"| {item.label(seeded)} | {history['history'][-1]['epoch']} | {history['best_epoch']} | "
                      f"{history['best_val_dice']:.4f} | {format_duration(seconds)} |")
     return "\n".join(lines)
+
+
+SEED_COLUMNS = {"dice": "Dice", "iou": "IoU", "dataset_dice": "dataset Dice", "dataset_iou": "dataset IoU",
+                "band_accuracy": "border-band accuracy", "boundary_iou": "Boundary IoU"}
+
+
+def mean_and_deviation(values):
+    """'mean ± sample standard deviation' of a setting's seeds; a single value is labelled as one run."""
+    if len(values) == 1:
+        return f"{values[0]:.4f} (one run)"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def seeds_table(runs, results):
+    """Test figures per setting over its seeds: mean ± standard deviation, and n."""
+    header = ["run", "seeds (n)", *SEED_COLUMNS.values()]
+    cells = [[str(run), len(results[run]),
+              *(mean_and_deviation([float(row[key]) for row in results[run]]) for key in SEED_COLUMNS)]
+             for run in runs]
+    return report.markdown_table(header, cells)
+
+
+def pooled_per_image(rows):
+    """{image: Dice averaged over a setting's seeds}, from the per-image CSVs of its test results."""
+    scores = {}
+    for row in rows:
+        for image in per_image.read(row["per_image_csv"])[0]:
+            scores.setdefault(image["name"], []).append(image["dice"])
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def central_comparison(results):
+    """The report's central comparison, ResNet34_Unet against Unet at batch 8, on per-image Dice averaged over the
+    seeds, paired by image (src/compare.py)."""
+    unet, resnet = Run("Unet", 8), Run("ResNet34_Unet", 8)
+    if unet not in results or resnet not in results:
+        return "Left out: it needs Unet:8 and ResNet34_Unet:8 in --runs.\n"
+    a, b = compare.paired(pooled_per_image(results[unet]), pooled_per_image(results[resnet]), "Unet_bs8",
+                          "ResNet34_Unet_bs8")
+    result = compare.compare_scores(a, b)
+    seeds = plural(len(results[resnet]), "seed")
+    return (f"ResNet34_Unet (B) against Unet (A) at batch 8, per-image test Dice averaged over {seeds}, paired over "
+            f"{result['images']} images: A {result['mean_a']:.4f}, B {result['mean_b']:.4f}; B wins on "
+            f"{result['wins_b']} images, A on {result['wins_a']}. {compare.verdict(result)} (95 % bootstrap "
+            "interval over images, 10,000 resamples; two-sided sign-flip permutation test.)\n")
 
 
 def device_name(device):
@@ -271,12 +348,23 @@ def device_name(device):
 
 def write_report(args, base, runs, plan, out, device):
     """REPORT.md with the figures beside it, written atomically once every run is trained and tested."""
-    histories = {run: plot_history.load_history(train.output_paths(run_plan[0])["history"])
-                 for run, run_plan in zip(runs, plan)}
+    seeded = bool(args.seeds)
+    histories, results = {}, {}
+    for item in plan:
+        histories.setdefault(item.run, []).append(plot_history.load_history(train.output_paths(item.args)["history"]))
+        results.setdefault(item.run, []).append(json.loads(test_result_path(item.args).read_text()))
     figures = FIGURES + ([IMPROVED_FIGURE] if args.improved else [])
-    rows = [json.loads(test_result_path(train_args).read_text()) for train_args, _ in plan]
     summaries = "\n".join(f"### {model_type}\n\n```\n{model_summary(model_type, base.use_cbam, base.image_size)}\n```\n"
                           for model_type in ("Unet", "ResNet34_Unet"))
+    if seeded:
+        tests = [f"Mean ± sample standard deviation over the seeds {', '.join(map(str, args.seeds))} (n per run), "
+                 "of per-image means over the test split; dataset Dice and IoU count the pixels of the whole split "
+                 "at once.\n", seeds_table(runs, results) + "\n", "### Is the difference real?\n",
+                 central_comparison(results)]
+    else:
+        tests = ["Dice and IoU are per-image means over the test split; dataset Dice and IoU count the pixels of the "
+                 "whole split at once. One run per setting.\n",
+                 report.results_table([row for run in runs for row in results[run]]) + "\n"]
     text = "\n".join([
         "# Reproduction: U-Net vs ResNet34+U-Net with CBAM on Oxford-IIIT Pet\n",
         f"- command: `{args.command}`",
@@ -285,16 +373,14 @@ def write_report(args, base, runs, plan, out, device):
         f"- device: {device_name(device)}; torch {torch.__version__}",
         f"- written: {datetime.now().isoformat(timespec='seconds')}\n",
         "## Test results\n",
-        "Dice and IoU are per-image means over the test split; dataset Dice and IoU count the pixels of the whole "
-        "split at once.\n",
-        report.results_table(rows) + "\n",
-        "The report's published figures (full dataset, 256x256, 50 epochs):\n",
+        *tests,
+        "The report's published figures (full dataset, 256x256, 50 epochs, one run each):\n",
         report.published_table() + "\n",
         "## Figures\n",
         "Validation Dice (the best epoch starred) and training loss per epoch.\n",
         *(figure_section(*figure, runs, histories, out) for figure in figures),
         "## Training\n",
-        training_table(runs, histories) + "\n",
+        training_table(plan, seeded) + "\n",
         f"## Models (torchinfo, {base.image_size}x{base.image_size} input)\n",
         summaries,
     ])
@@ -312,12 +398,12 @@ def main(args):
     base = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")
     device = choose_device(base.device)
-    plan = [resume_state(run_args(args, run, out)) for run in runs]
+    plan = sweep_plan(args, runs, out)
     try:
-        print_plan(runs, plan, base, out, device)
-        for index, (run, (train_args, state)) in enumerate(zip(runs, plan), 1):
-            print(f"\nrun {index}/{len(runs)}: {run}")
-            train_and_test(train_args, state, out / "checkpoints")
+        print_plan(plan, base, out, device, bool(args.seeds))
+        for index, item in enumerate(plan, 1):
+            print(f"\nrun {index}/{len(plan)}: {item.label(bool(args.seeds))}")
+            train_and_test(item, out / "checkpoints")
     except (KeyboardInterrupt, SystemExit) as stop:
         # train.py saves the last epoch on Ctrl-C and exits 130; elsewhere Ctrl-C arrives as KeyboardInterrupt.
         if isinstance(stop, SystemExit) and stop.code != 130:

@@ -3,6 +3,8 @@ import pytest
 import torch
 
 import evaluate
+from conftest import SAMPLE
+from data import build_loader
 
 
 class ConstantNet(torch.nn.Module):
@@ -57,3 +59,32 @@ def test_evaluation_restores_training_mode():
     images, masks, _ = synthetic_split(2)
     evaluate.evaluate(net, make_loader(images, masks, 2), torch.device("cpu"))
     assert net.training
+
+
+def scoring_args(model, *extra):
+    return evaluate.get_args_parser().parse_args(["--model", str(model), "--data_path", str(SAMPLE), "--device", "cpu",
+                                                  "--num_workers", "0", *extra])
+
+
+def test_per_image_scores_give_the_split_figures_of_the_validation_metric(trained):
+    _, model = trained
+    summary, rows, net, checkpoint, dataset = evaluate.evaluate_checkpoint(scoring_args(model), torch.device("cpu"))
+    loader = build_loader(dataset, 4, 0, torch.device("cpu"))
+    reference = evaluate.evaluate(net, loader, torch.device("cpu"), checkpoint["model_record"]["normalization"],
+                                  channels_last=True)
+    for key in ("loss", "dice", "iou", "dataset_dice", "dataset_iou", "num_images"):
+        assert summary[key] == pytest.approx(reference[key], abs=1e-6), key
+    assert [row["name"] for row in rows] == dataset.names
+    first = rows[0]
+    assert (first["species"], first["breed"]) == ("cat", "Abyssinian")
+    assert 0 <= first["boundary_iou"] <= 1 and 0 <= summary["band_accuracy"] <= 1
+
+
+def test_full_resolution_scores_each_image_at_its_own_size(trained):
+    _, model = trained
+    summary, rows, *_ = evaluate.evaluate_checkpoint(scoring_args(model, "--full_resolution"), torch.device("cpu"))
+    sizes = {(row["height"], row["width"]) for row in rows}
+    assert len(sizes) > 1 and all(row["true_area"] > 0 or row["dice"] in (0.0, 1.0) for row in rows)
+    heights, widths = zip(*sizes)
+    assert max(heights) > 32 and summary["num_images"] == len(rows)
+    assert sum(row["true_area"] for row in rows) > 32 * 32 * len(rows)

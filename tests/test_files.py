@@ -25,3 +25,11 @@ def test_csv_rows_are_appended_with_one_header(tmp_path):
     append_csv_row(path, {"a": 1, "b": 2})
     append_csv_row(path, {"a": 3, "b": 4})
     assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
+
+
+def test_a_row_with_new_columns_extends_an_older_file_without_losing_a_row(tmp_path):
+    path = tmp_path / "results.csv"
+    append_csv_row(path, {"a": 1, "b": 2})
+    append_csv_row(path, {"a": 3, "b": 4, "c": 5})
+    append_csv_row(path, {"a": 6, "b": 7})
+    assert path.read_text().splitlines() == ["a,b,c", "1,2,", "3,4,5", "6,7,"]

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import inference
+import per_image
 from conftest import ROOT, SAMPLE
 from errors import ProjectError, run_cli
 
@@ -31,6 +32,19 @@ def test_test_split_rows_are_appended_and_pictures_written(trained, tmp_path):
     assert [row["tta"] for row in rows] == ["False", "True"]
     pictures = sorted(tmp_path.glob("vis_result_*.png"))
     assert len(pictures) == 3 and Image.open(pictures[0]).size[0] > 100
+    per_image_rows, source = per_image.read(rows[0]["per_image_csv"])
+    assert len(per_image_rows) == first["num_images"] and source["model"] == str(model.resolve())
+    assert rows[0]["per_image_csv"] != rows[1]["per_image_csv"] and rows[0]["resolution"] == "input"
+    assert float(rows[0]["boundary_iou"]) == pytest.approx(np.mean([row["boundary_iou"] for row in per_image_rows]),
+                                                          abs=1e-5)
+
+
+def test_full_resolution_is_recorded_in_the_row_and_the_per_image_file(trained, tmp_path):
+    _, model = trained
+    row = inference.main(inference_args(tmp_path, "--model", str(model), "--full_resolution"))
+    assert row["resolution"] == "original"
+    rows, source = per_image.read(row["per_image_csv"])
+    assert source["resolution"] == "original" and max(r["width"] for r in rows) > 32
 
 
 def test_without_model_the_newest_best_model_is_used(trained):

@@ -9,7 +9,7 @@ from PIL import Image
 
 import oxford_pet
 from conftest import SAMPLE, add_sample, make_dataset, random_rgb, striped_trimap, write_lists
-from oxford_pet import MODES, OxfordPetDataset, SimpleOxfordPetDataset, load_dataset, read_split
+from oxford_pet import MODES, OxfordPetDataset, SimpleOxfordPetDataset, load_dataset, read_split, split_labels
 from data import SeededSampler, build_loader
 from errors import ProjectError
 from transforms import SegmentationTransform
@@ -31,6 +31,13 @@ def test_split_rule_gives_the_report_counts_on_the_official_lists(tmp_path):
     assert (len(train), len(valid), len(test)) == (3312, 368, 3669)
     assert valid == listed[::10]
     assert sorted(train + valid) == sorted(listed)
+
+
+def test_species_come_from_the_list_and_breeds_from_the_names(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "test.txt").write_text("Bengal_10 6 1 3\nsaint_bernard_2 30 2 19\nodd_one_4\n")
+    assert split_labels(tmp_path, "test") == {
+        "Bengal_10": ("cat", "Bengal"), "saint_bernard_2": ("dog", "saint_bernard"), "odd_one_4": ("dog", "odd_one")}
 
 
 def test_unknown_split_is_an_error(tmp_path):

@@ -146,3 +146,17 @@ def test_quick_sets_defaults_that_flags_given_still_override():
     args = reproduce.parse_args(["--quick", "--image_size", "48"])
     assert (args.image_size, args.epochs, args.data_path) == (48, 1, str(SAMPLE))
     assert reproduce.parse_args([]).image_size == 256
+
+
+@pytest.mark.slow
+def test_seeds_train_each_run_per_seed_and_report_mean_deviation_and_the_paired_test(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
+    sweep(tmp_path, "--runs", "Unet:8,ResNet34_Unet:8", "--seeds", "0", "1")
+    for seed in (0, 1):
+        for name in ("Unet_bs8", "ResNet34_Unet_bs8"):
+            assert read_history(tmp_path / f"seed{seed}", name)["args"]["seed"] == seed
+    assert len(read_rows(tmp_path)) == 4
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.count(" ± ") >= 12 and "| Unet_bs8 | 2 |" in text
+    assert "paired over 30 images" in text and ("is better" in text or "not distinguishable" in text)
+    assert (tmp_path / "fig3_unet_vs_resnet34_unet.png").stat().st_size > 0
