@@ -32,7 +32,7 @@ from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate
 from files import atomic_write, save_json
-from models import canonical_model_type
+from models import canonical_model_type, has_cbam
 from oxford_pet import load_dataset
 from summary import model_summary
 
@@ -127,6 +127,8 @@ def run_args(args, run, out):
     train_args.update({key: value for key, value in vars(args).items() if key in train_args})
     train_args.update(model_type=run.model_type, batch_size=run.batch_size, resume=None, overwrite=False,
                       save_dir=str(out / "saved_models" / subfolder), log_dir=str(out / "checkpoints" / subfolder))
+    if not has_cbam(run.model_type):
+        train_args["use_cbam"] = True  # the sweep's --no_cbam is for its runs of models with CBAM
     if run.improved:
         train_args.update(encoder_weights=args.improved_encoder_weights or "imagenet", loss="ce+dice", occlusion=True)
     return argparse.Namespace(**train_args)

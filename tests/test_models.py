@@ -71,9 +71,14 @@ def test_encoder_matches_torchvision_resnet34_layer_by_layer(tmp_path):
             torch.testing.assert_close(feature, y)
 
 
-def test_encoder_weights_for_unet_are_refused():
-    with pytest.raises(ProjectError, match="ResNet34_Unet only"):
+def test_encoder_weights_for_a_model_without_an_encoder_are_refused():
+    with pytest.raises(ProjectError, match="ResNet34 encoder \\(ResNet34_Unet\\) only; Unet"):
         build_model("Unet", encoder_weights="imagenet")
+
+
+def test_no_cbam_for_a_model_without_cbam_is_refused():
+    with pytest.raises(ProjectError, match="--no_cbam applies to .*ResNet34_Unet.* only; Unet has no CBAM"):
+        build_model("Unet", use_cbam=False)
 
 
 def test_encoder_weights_file_that_is_not_a_resnet34(tmp_path):
