@@ -7,6 +7,7 @@ from checkpoint import load_checkpoint
 from data import NORMALIZATION
 from errors import ProjectError
 from models.blocks import fold_batchnorm
+from models.deeplabv3plus import DeepLabV3Plus
 from models.resnet34 import load_encoder_weights
 from models.resnet34_unet import ResNet34UNet
 from models.unet import UNet
@@ -24,12 +25,13 @@ class Architecture:
 ARCHITECTURES = {
     "Unet": Architecture(UNet),
     "ResNet34_Unet": Architecture(ResNet34UNet, has_cbam=True, has_encoder=True),
+    "DeepLabV3Plus": Architecture(DeepLabV3Plus, has_encoder=True),
 }
 MODEL_TYPES = {name.lower(): name for name in ARCHITECTURES}
 
 
 def canonical_model_type(name):
-    """Map any letter case of a model name ('UNet', 'Resnet34_Unet', ...) to its canonical name."""
+    """Map any letter case of a model name ('UNet', 'Resnet34_Unet', 'deeplabv3plus', ...) to its canonical name."""
     key = str(name).strip().lower()
     if key not in MODEL_TYPES:
         valid = ", ".join(ARCHITECTURES)
