@@ -1,4 +1,4 @@
-"""Print the torchinfo summary of a model: python src/summary.py --model_type Unet [--image_size 256].
+"""Print the torchinfo summary of a model: python src/summary.py --model_type HRNet [--image_size 256].
 
 ResNet34_Unet also takes --no_cbam; the other models have no CBAM to switch off.
 """

@@ -1,4 +1,4 @@
-"""Train U-Net or ResNet34+U-Net on Oxford-IIIT Pet with the report's loop.
+"""Train a segmentation network (U-Net, ResNet34+U-Net, DeepLabV3+, HRNet) on Oxford-IIIT Pet with the report's loop.
 
     python src/train.py --data_path dataset/oxford-iiit-pet --model_type ResNet34_Unet -e 50 -b 8
     python src/train.py --resume saved_models/ResNet34_Unet_bs8_last.pth

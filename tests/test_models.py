@@ -13,7 +13,7 @@ from models.resnet34_unet import CBAM
 from oxford_pet import load_dataset
 
 MODELS = list(ARCHITECTURES)
-NEW_MODELS = ["DeepLabV3Plus"]
+NEW_MODELS = ["DeepLabV3Plus", "HRNet"]
 
 
 @pytest.mark.parametrize("model_type, use_cbam, params, mult_adds", [
@@ -21,6 +21,7 @@ NEW_MODELS = ["DeepLabV3Plus"]
     ("ResNet34_Unet", True, 21_890_670, "6.92"),
     ("ResNet34_Unet", False, 21_889_314, "6.91"),
     pytest.param("DeepLabV3Plus", True, 22_441_906, "8.15", marks=pytest.mark.slow),
+    pytest.param("HRNet", True, 3_934_702, "2.38", marks=pytest.mark.slow),
 ])
 def test_parameter_count_and_mult_adds_at_256_match_the_readme(model_type, use_cbam, params, mult_adds):
     stats = torchinfo.summary(build_model(model_type, use_cbam=use_cbam), input_size=(1, 3, 256, 256), verbose=0)
@@ -47,14 +48,14 @@ def test_cbam_switch_changes_the_decoder():
 @pytest.mark.parametrize("spelling, name", [
     ("Unet", "Unet"), ("UNet", "Unet"), ("unet", "Unet"), ("ResNet34_Unet", "ResNet34_Unet"),
     ("Resnet34_Unet", "ResNet34_Unet"), ("ResNet34_UNet", "ResNet34_Unet"), ("deeplabv3plus", "DeepLabV3Plus"),
-    ("DeepLabV3PLUS", "DeepLabV3Plus"), (" deeplabv3plus ", "DeepLabV3Plus"),
+    ("DeepLabV3PLUS", "DeepLabV3Plus"), ("hrnet", "HRNet"), (" HRNet ", "HRNet"),
 ])
 def test_any_letter_case_of_a_model_name_is_accepted(spelling, name):
     assert canonical_model_type(spelling) == name
 
 
 def test_unknown_model_name_lists_valid_names():
-    with pytest.raises(ValueError, match="Unet, ResNet34_Unet, DeepLabV3Plus"):
+    with pytest.raises(ValueError, match="Unet, ResNet34_Unet, DeepLabV3Plus, HRNet"):
         build_model("resnet50_unet")
 
 
@@ -83,13 +84,13 @@ def test_encoder_matches_torchvision_resnet34_layer_by_layer(tmp_path):
             torch.testing.assert_close(feature, y)
 
 
-@pytest.mark.parametrize("model_type", ["Unet"])
+@pytest.mark.parametrize("model_type", ["Unet", "HRNet"])
 def test_encoder_weights_for_a_model_without_an_encoder_are_refused(model_type):
     with pytest.raises(ProjectError, match=f"ResNet34 encoder \\(ResNet34_Unet, DeepLabV3Plus\\) only; {model_type}"):
         build_model(model_type, encoder_weights="imagenet")
 
 
-@pytest.mark.parametrize("model_type", ["Unet", "DeepLabV3Plus"])
+@pytest.mark.parametrize("model_type", ["Unet", "DeepLabV3Plus", "HRNet"])
 def test_no_cbam_for_a_model_without_cbam_is_refused(model_type):
     with pytest.raises(ProjectError, match=f"--no_cbam applies to .*ResNet34_Unet.* only; {model_type} has no CBAM"):
         build_model(model_type, use_cbam=False)

@@ -91,14 +91,16 @@ def test_a_new_run_never_replaces_an_earlier_one_unless_asked(trained, tmp_path)
 def test_runs_without_cbam_have_their_own_file_names(tmp_path):
     args = train_args(tmp_path, "--model_type", "ResNet34_Unet", "--no_cbam")
     assert train.output_paths(args)["best"].name == "ResNet34_Unet_nocbam_bs8_best_model.pth"
-    for model_type in ("Unet", "DeepLabV3Plus"):
+    for model_type in ("Unet", "DeepLabV3Plus", "HRNet"):
         assert train.run_name(train_args(tmp_path, "--model_type", model_type)) == f"{model_type}_bs8"
 
 
 @pytest.mark.parametrize("model_type, flags, message", [
     ("Unet", ["--encoder_weights", "imagenet"], "ResNet34 encoder"),
+    ("HRNet", ["--encoder_weights", "imagenet"], "ResNet34 encoder"),
     ("Unet", ["--no_cbam"], "no CBAM"),
     ("DeepLabV3Plus", ["--no_cbam"], "no CBAM"),
+    ("HRNet", ["--no_cbam"], "no CBAM"),
 ])
 def test_flags_for_parts_a_model_lacks_are_refused_before_training(tmp_path, model_type, flags, message):
     with pytest.raises(ProjectError, match=message) as error:

@@ -8,6 +8,7 @@ from data import NORMALIZATION
 from errors import ProjectError
 from models.blocks import fold_batchnorm
 from models.deeplabv3plus import DeepLabV3Plus
+from models.hrnet import HRNet
 from models.resnet34 import load_encoder_weights
 from models.resnet34_unet import ResNet34UNet
 from models.unet import UNet
@@ -26,6 +27,7 @@ ARCHITECTURES = {
     "Unet": Architecture(UNet),
     "ResNet34_Unet": Architecture(ResNet34UNet, has_cbam=True, has_encoder=True),
     "DeepLabV3Plus": Architecture(DeepLabV3Plus, has_encoder=True),
+    "HRNet": Architecture(HRNet),
 }
 MODEL_TYPES = {name.lower(): name for name in ARCHITECTURES}
 
