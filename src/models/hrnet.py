@@ -20,8 +20,8 @@ class Stage(NamedTuple):
 
 
 # The authors' experiments/cityscapes/seg_hrnet_w18_small_v2_512x1024_sgd_lr1e-2_wd5e-4_bs_12_epoch484.yaml; its
-# stage 1 is STEM_BLOCKS BOTTLENECK blocks of 64 channels (256 out), and every stage fuses by SUM.
-STEM_BLOCKS = 2
+# stage 1 is STAGE1_BLOCKS BOTTLENECK blocks of 64 channels (256 out), and every stage fuses by SUM.
+STAGE1_BLOCKS = 2
 W18_SMALL_V2 = (Stage(1, (2, 2), (18, 36)),
                 Stage(3, (2, 2, 2), (18, 36, 72)),
                 Stage(2, (2, 2, 2, 2), (18, 36, 72, 144)))
@@ -141,7 +141,7 @@ class HRNet(nn.Module):
         self.conv2 = nn.Conv2d(64, 64, 3, stride=2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(Bottleneck(64, 64), *(Bottleneck(256, 64) for _ in range(STEM_BLOCKS - 1)))
+        self.layer1 = nn.Sequential(Bottleneck(64, 64), *(Bottleneck(256, 64) for _ in range(STAGE1_BLOCKS - 1)))
         self.transition1 = Transition((64 * Bottleneck.expansion,), stage2.widths)
         self.stage2 = high_resolution_stage(stage2)
         self.transition2 = Transition(stage2.widths, stage3.widths)
