@@ -1,4 +1,4 @@
-"""Speed of the report's networks and data pipeline, with segmentation_models_pytorch's Unet as the reference.
+"""Speed of this project's networks and data pipeline, with segmentation_models_pytorch's Unet as the reference.
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
         python benchmarks/benchmark.py --device cpu --channels_last
@@ -8,7 +8,8 @@ Everything runs in one process and the repetitions are interleaved (every model,
 change in the machine's load touches all of them alike and the ratios stay fair. Figures are medians over
 --repeats. Training step: forward, cross-entropy, backward and an Adam step on a fixed random batch. The
 --amp, --channels_last and --compile flags apply to every model, the reference included (with --channels_last,
-smp_Unet_resnet34_nchw is the reference in its default NCHW layout).
+smp_Unet_resnet34_nchw is the reference in its default NCHW layout). smp_DeepLabV3Plus_resnet34 is smp's
+DeepLabV3Plus("resnet34"), to put beside this project's DeepLabV3Plus.
 """
 import argparse
 import copy
@@ -41,7 +42,9 @@ from transforms import SegmentationTransform  # noqa: E402
 REFERENCE = "smp_Unet_resnet34"
 # The reference in the layout its users get by default, measured beside it when --channels_last is on.
 REFERENCE_NCHW = "smp_Unet_resnet34_nchw"
-MODELS = ("Unet", "ResNet34_Unet", "ResNet34_Unet_nocbam", REFERENCE, REFERENCE_NCHW)
+SMP_DEEPLAB = "smp_DeepLabV3Plus_resnet34"
+MODELS = ("Unet", "ResNet34_Unet", "ResNet34_Unet_nocbam", "DeepLabV3Plus", "HRNet", REFERENCE, REFERENCE_NCHW,
+          SMP_DEEPLAB)
 
 
 def get_args_parser():
@@ -158,9 +161,12 @@ def available_models(requested, channels_last):
 
 
 def build_candidate(name):
+    """This project's models by name (a '_nocbam' suffix switches CBAM off); smp_<Architecture>_<encoder>[_nchw]
+    is segmentation_models_pytorch's, untrained, for two classes."""
     if name.startswith("smp_"):
         import segmentation_models_pytorch as smp
-        return smp.Unet("resnet34", encoder_weights=None, classes=2)
+        _, architecture, encoder = name.removesuffix("_nchw").split("_")
+        return getattr(smp, architecture)(encoder, encoder_weights=None, classes=2)
     return build_model(name.removesuffix("_nocbam"), use_cbam=not name.endswith("_nocbam"))
 
 

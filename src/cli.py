@@ -2,7 +2,7 @@
 import argparse
 
 from device import DEVICES
-from models import canonical_model_type
+from models import MODEL_TYPES, canonical_model_type
 from oxford_pet import MODES
 
 DEFAULT_DATA_PATH = "dataset/oxford-iiit-pet"
@@ -44,14 +44,14 @@ def add_model_type_flag(parser, default="ResNet34_Unet"):
     """--model_type; with default None (scripts that read a checkpoint), a value given must agree with it."""
     check = " (must agree with the checkpoint)" if default is None else ""
     parser.add_argument("--model_type", type=model_type_arg, default=default,
-                        help="Unet or ResNet34_Unet, any letter case" + check)
+                        help=f"{', '.join(MODEL_TYPES.values())}, any letter case" + check)
 
 
 def add_cbam_flag(parser, default=True):
     """--no_cbam, stored as use_cbam; with default None (scripts that read a checkpoint), it must agree with it."""
     check = " (must agree with the checkpoint)" if default is None else ""
     parser.add_argument("--no_cbam", dest="use_cbam", action="store_const", const=False, default=default,
-                        help="ResNet34_Unet without CBAM" + check)
+                        help="ResNet34_Unet without CBAM (an error for models without it)" + check)
 
 
 def add_scoring_flags(parser):

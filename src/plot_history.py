@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from errors import ProjectError, run_cli
+from models import has_cbam
 
 SHAPE = ('{"args": {"model_type", "batch_size", ...}, "history": [{"epoch", "train_loss", "val_dice", ...}, ...], '
          '"best_epoch", "best_val_dice"}')
@@ -72,9 +73,9 @@ def shape_problem(history):
 
 
 def run_label(history):
-    """'<model_type> bs<batch_size>', with ' no CBAM' for a ResNet34_Unet trained without it."""
+    """'<model_type> bs<batch_size>', with ' no CBAM' for a model with CBAM trained without it."""
     args = history["args"]
-    suffix = " no CBAM" if args["model_type"] == "ResNet34_Unet" and not args.get("use_cbam", True) else ""
+    suffix = " no CBAM" if has_cbam(args["model_type"]) and not args.get("use_cbam", True) else ""
     return f"{args['model_type']} bs{args['batch_size']}{suffix}"
 
 

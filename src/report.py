@@ -10,6 +10,7 @@ from pathlib import Path
 
 from errors import ProjectError, run_cli
 from files import atomic_write
+from models import has_cbam
 
 REQUIRED_COLUMNS = ("model", "model_type", "use_cbam", "image_size", "batch_size", "split", "num_images",
                     "dice", "iou", "dataset_dice", "dataset_iou")
@@ -73,8 +74,8 @@ def markdown_table(header, rows):
 
 
 def cbam_cell(row):
-    """U-Net has no CBAM, whatever its record's use_cbam says."""
-    if row["model_type"] != "ResNet34_Unet":
+    """n/a for a model without CBAM, whatever its record's use_cbam says."""
+    if not has_cbam(row["model_type"]):
         return "n/a"
     return "yes" if row["use_cbam"] else "no"
 

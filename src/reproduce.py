@@ -3,7 +3,7 @@
     python src/reproduce.py --data_path dataset/oxford-iiit-pet --amp              (the report: 256 px, 50 epochs)
     python src/reproduce.py --improved --encoder_weights resnet34-b627a593.pth     (and the report's proposals)
     python src/reproduce.py --quick                  (the bundled sample at 64 px, 1 epoch: minutes on a CPU)
-    python src/reproduce.py --runs Unet:8,ResNet34_Unet:8 -e 20 --out reports/short
+    python src/reproduce.py --runs Unet:8,ResNet34_Unet:8,DeepLabV3Plus:8,HRNet:8 -e 20 --out reports/short
 
 Every output lives under --out (default reports/<dataset folder>_<image size>px): saved_models/, checkpoints/
 (histories and inference_result.csv), the figures and REPORT.md. The same command again skips finished runs,
@@ -35,7 +35,7 @@ from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate
 from files import atomic_write, save_json
-from models import canonical_model_type
+from models import MODEL_TYPES, canonical_model_type, has_cbam
 from oxford_pet import load_dataset
 from summary import model_summary
 
@@ -74,6 +74,8 @@ class Planned:
 
 
 IMPROVED_RUN = Run("ResNet34_Unet", 8, improved=True)
+# The architectures the report's Discussion proposes, trained with the report's recipe beside its networks.
+PROPOSED_RUNS = [Run("DeepLabV3Plus", 8), Run("HRNet", 8)]
 FIGURES = [
     ("fig1_unet_batch_size.png", "U-Net: batch size 8 vs 16", [Run("Unet", 8), Run("Unet", 16)]),
     ("fig2_resnet34_unet_batch_size.png", "ResNet34+U-Net: batch size 8, 16 and 32",
@@ -83,6 +85,8 @@ FIGURES = [
 ]
 IMPROVED_FIGURE = ("fig4_improved.png", "ResNet34+U-Net at batch size 8: the report's recipe vs improved",
                    [Run("ResNet34_Unet", 8), IMPROVED_RUN])
+ARCHITECTURES_FIGURE = ("fig5_architectures.png", "The report's networks and its proposed architectures at batch "
+                        "size 8", [Run("Unet", 8), Run("ResNet34_Unet", 8), *PROPOSED_RUNS])
 
 
 def get_args_parser():
@@ -94,8 +98,10 @@ def get_args_parser():
                "--out starts a new one.")
     parser.add_argument("--runs", default=REPORT_RUNS, help="comma-separated Model:batch_size items (default: the "
                         "report's five runs)")
-    parser.add_argument("--improved", action="store_true", help=f"add a sixth run, {IMPROVED_RUN.model_type} batch "
-                        f"{IMPROVED_RUN.batch_size} with a pretrained encoder, --loss ce+dice and --occlusion")
+    parser.add_argument("--improved", action="store_true", help="add the report's proposals: the architectures "
+                        f"{' and '.join(map(str, PROPOSED_RUNS))} (unless --runs has them), and a run of "
+                        f"{IMPROVED_RUN.model_type} batch {IMPROVED_RUN.batch_size} with a pretrained encoder, "
+                        "--loss ce+dice and --occlusion")
     parser.add_argument("--encoder_weights", dest="improved_encoder_weights", default=None,
                         help="the --improved run's encoder: 'imagenet' (the default, downloaded) or a local "
                         "torchvision resnet34 .pth")
@@ -133,8 +139,8 @@ def parse_runs(text):
             run = Run(canonical_model_type(model_type), cli.positive_int(batch_size))
         except ValueError:
             raise ProjectError(f"--runs item {item!r} is not Model:batch_size; write items such as Unet:8 or "
-                               "ResNet34_Unet:16 (models Unet or ResNet34_Unet, batch sizes of at least 1), "
-                               "separated by commas.") from None
+                               f"ResNet34_Unet:16 (models {', '.join(MODEL_TYPES.values())}, any letter case; "
+                               "batch sizes of at least 1), separated by commas.") from None
         if run in runs:
             raise ProjectError(f"--runs lists {item!r} twice; every run of a sweep needs its own model and batch "
                                "size.")
@@ -150,6 +156,8 @@ def run_args(args, run, out, seed):
     train_args.update({key: value for key, value in vars(args).items() if key in train_args})
     train_args.update(model_type=run.model_type, batch_size=run.batch_size, seed=seed, resume=None, overwrite=False,
                       save_dir=str(out / "saved_models" / subfolder), log_dir=str(out / "checkpoints" / subfolder))
+    if not has_cbam(run.model_type):
+        train_args["use_cbam"] = True  # the sweep's --no_cbam is for its runs of models with CBAM
     if run.improved:
         train_args.update(encoder_weights=args.improved_encoder_weights or "imagenet", loss="ce+dice", occlusion=True)
     return argparse.Namespace(**train_args)
@@ -346,6 +354,13 @@ def device_name(device):
     return f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
 
 
+def model_summaries(plan, image_size):
+    """A torchinfo table per model type of the sweep, with CBAM as its runs have it."""
+    use_cbam = {item.run.model_type: item.args.use_cbam for item in plan}
+    return "\n".join(f"### {model_type}\n\n```\n{model_summary(model_type, cbam, image_size)}\n```\n"
+                     for model_type, cbam in use_cbam.items())
+
+
 def write_report(args, base, runs, plan, out, device):
     """REPORT.md with the figures beside it, written atomically once every run is trained and tested."""
     seeded = bool(args.seeds)
@@ -353,9 +368,8 @@ def write_report(args, base, runs, plan, out, device):
     for item in plan:
         histories.setdefault(item.run, []).append(plot_history.load_history(train.output_paths(item.args)["history"]))
         results.setdefault(item.run, []).append(json.loads(test_result_path(item.args).read_text()))
-    figures = FIGURES + ([IMPROVED_FIGURE] if args.improved else [])
-    summaries = "\n".join(f"### {model_type}\n\n```\n{model_summary(model_type, base.use_cbam, base.image_size)}\n```\n"
-                          for model_type in ("Unet", "ResNet34_Unet"))
+    proposed = {run.model_type for run in PROPOSED_RUNS} & {run.model_type for run in runs}
+    figures = FIGURES + [IMPROVED_FIGURE] * args.improved + [ARCHITECTURES_FIGURE] * bool(proposed)
     if seeded:
         tests = [f"Mean ± sample standard deviation over the seeds {', '.join(map(str, args.seeds))} (n per run), "
                  "of per-image means over the test split; dataset Dice and IoU count the pixels of the whole split "
@@ -382,18 +396,30 @@ def write_report(args, base, runs, plan, out, device):
         "## Training\n",
         training_table(plan, seeded) + "\n",
         f"## Models (torchinfo, {base.image_size}x{base.image_size} input)\n",
-        summaries,
+        model_summaries(plan, base.image_size),
     ])
     path = out / "REPORT.md"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
-def main(args):
-    runs = parse_runs(args.runs) + ([IMPROVED_RUN] if args.improved else [])
+def sweep_runs(args):
+    """The runs of --runs, then, with --improved, the proposed architectures that --runs lacks and the improved run;
+    the sweep's flags that no run can take are refused."""
+    runs = parse_runs(args.runs)
+    if args.improved:
+        runs += [run for run in PROPOSED_RUNS if run not in runs] + [IMPROVED_RUN]
     if args.improved_encoder_weights and not args.improved:
         raise ProjectError("--encoder_weights sets the encoder of the --improved run only; add --improved, or drop "
                            "it (the report's runs train from scratch).")
+    if not args.use_cbam and not any(has_cbam(run.model_type) for run in runs):
+        raise ProjectError(f"--no_cbam switches CBAM off in the sweep's runs that have it, and none of {args.runs} "
+                           "does; drop the flag.")
+    return runs
+
+
+def main(args):
+    runs = sweep_runs(args)
     args.epochs = args.epochs or train.RUNTIME_DEFAULTS["epochs"]  # the sweep's plan, for runs it resumes too
     base = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")

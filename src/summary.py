@@ -1,4 +1,7 @@
-"""Print the torchinfo summary of a model: python src/summary.py --model_type ResNet34_Unet [--no_cbam]."""
+"""Print the torchinfo summary of a model: python src/summary.py --model_type HRNet [--image_size 256].
+
+ResNet34_Unet also takes --no_cbam; the other models have no CBAM to switch off.
+"""
 import argparse
 
 import torchinfo

@@ -1,4 +1,4 @@
-"""Train U-Net or ResNet34+U-Net on Oxford-IIIT Pet with the report's loop.
+"""Train a segmentation network (U-Net, ResNet34+U-Net, DeepLabV3+, HRNet) on Oxford-IIIT Pet with the report's loop.
 
     python src/train.py --data_path dataset/oxford-iiit-pet --model_type ResNet34_Unet -e 50 -b 8
     python src/train.py --resume saved_models/ResNet34_Unet_bs8_last.pth
@@ -25,7 +25,7 @@ from errors import ProjectError, run_cli
 from evaluate import evaluate
 from files import save_json
 from losses import LOSSES, compute_loss
-from models import build_model, model_record
+from models import build_model, check_model_flags, has_cbam, model_record
 from oxford_pet import load_dataset
 from transforms import SegmentationTransform
 
@@ -64,7 +64,8 @@ def get_args_parser():
                                      parents=[recipe_parser()])
     cli.add_model_type_flag(parser)
     parser.add_argument("--batch_size", "-b", type=cli.positive_int, default=4, help="per process under torchrun")
-    parser.add_argument("--encoder_weights", default=None, help="'imagenet' or a resnet34 .pth (ResNet34_Unet only)")
+    parser.add_argument("--encoder_weights", default=None,
+                        help="'imagenet' or a resnet34 .pth (the models with a ResNet34 encoder)")
     parser.add_argument("--resume", default=None, help="a *_last.pth to continue from")
     parser.add_argument("--overwrite", action="store_true", help="start afresh over an earlier run of the same name")
     cli.add_output_flags(parser)
@@ -73,8 +74,8 @@ def get_args_parser():
 
 
 def run_name(args):
-    """'{model_type}_bs{batch}', with '_nocbam' after the model type for ResNet34_Unet without CBAM."""
-    no_cbam = "_nocbam" if args.model_type == "ResNet34_Unet" and not args.use_cbam else ""
+    """'{model_type}_bs{batch}', with '_nocbam' after the model type for a model with CBAM trained without it."""
+    no_cbam = "_nocbam" if has_cbam(args.model_type) and not args.use_cbam else ""
     return f"{args.model_type}{no_cbam}_bs{args.batch_size}"
 
 
@@ -293,8 +294,7 @@ def resolve_args(args):
                                "(a best model holds no optimizer state to resume from).")
         args = restore_args(args, checkpoint)
     args = fill_runtime_defaults(args)
-    if args.model_type == "Unet" and args.encoder_weights:
-        raise ProjectError("--encoder_weights applies to ResNet34_Unet only; U-Net has no pretrained encoder.")
+    check_model_flags(args.model_type, args.use_cbam, args.encoder_weights)
     last = output_paths(args)["last"]
     if not args.resume and not args.overwrite and last.exists():
         raise ProjectError(f"{last} exists from an earlier run of {run_name(args)}; continue it with --resume {last}, "

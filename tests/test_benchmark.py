@@ -59,9 +59,11 @@ def test_operator_count_leaves_out_views():
 @pytest.mark.slow
 def test_reference_gives_every_model_a_ratio(tmp_path):
     pytest.importorskip("segmentation_models_pytorch")
-    args = tiny_args(tmp_path, "ResNet34_Unet", benchmark.REFERENCE)
+    args = tiny_args(tmp_path, "ResNet34_Unet", "DeepLabV3Plus", "HRNet", benchmark.REFERENCE, benchmark.SMP_DEEPLAB)
     args.no_loader = True
     results = benchmark.main(args)
     assert results["models"][benchmark.REFERENCE]["train_vs_reference"] == 1.0
-    assert results["models"]["ResNet34_Unet"]["infer_bs1_vs_reference"] > 0
+    for name in ("ResNet34_Unet", "DeepLabV3Plus", "HRNet", benchmark.SMP_DEEPLAB):
+        assert results["models"][name]["infer_bs1_vs_reference"] > 0
+    assert results["models"][benchmark.SMP_DEEPLAB]["params"] == 22_437_714
     assert "loader" not in results

@@ -9,7 +9,8 @@ from PIL import Image
 
 import inference
 import per_image
-from conftest import ROOT, SAMPLE
+import train
+from conftest import ROOT, SAMPLE, train_args
 from errors import ProjectError, run_cli
 
 
@@ -93,3 +94,18 @@ def test_bad_model_files_exit_with_a_message_not_a_traceback(tmp_path, capsys):
     result = subprocess.run([sys.executable, "src/inference.py", "--model", str(missing), "--data_path",
                              str(SAMPLE)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and missing.name in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type, flags", [("DeepLabV3Plus", []), ("HRNet", ["--amp"])])
+def test_the_proposed_architectures_train_and_are_tested_like_the_reports(tmp_path, model_type, flags):
+    train.main(train_args(tmp_path, "--model_type", model_type.lower(), *flags))
+    model = tmp_path / "saved_models" / f"{model_type}_bs8_best_model.pth"
+    row = inference.main(inference_args(tmp_path, "--model", str(model), "--tta", "--visualize", "--num_visualize", "2"))
+    assert (row["model_type"], row["use_cbam"], row["tta"]) == (model_type, True, True) and row["num_images"] > 0
+    assert len(list(tmp_path.glob("vis_result_*.png"))) == 2
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(np.full((45, 70, 3), 120, np.uint8)).save(photo)
+    inference.main(inference_args(tmp_path, "--model", str(model), "--images", str(photo),
+                                  "--output_dir", str(tmp_path / "out")))
+    assert np.array(Image.open(tmp_path / "out" / "cat_mask.png")).shape == (45, 70)

@@ -50,6 +50,8 @@ def test_default_labels_name_model_batch_and_missing_cbam():
     assert plot_history.run_label(history("Unet", [1], use_cbam=False)) == "Unet bs8"
     assert plot_history.run_label(history("ResNet34_Unet", [1], batch_size=16)) == "ResNet34_Unet bs16"
     assert plot_history.run_label(history("ResNet34_Unet", [1], use_cbam=False)) == "ResNet34_Unet bs8 no CBAM"
+    assert plot_history.run_label(history("HRNet", [1], use_cbam=False)) == "HRNet bs8"
+    assert plot_history.run_label(history("DeepLabV3Plus", [1])) == "DeepLabV3Plus bs8"
     spelled = history("ResNet34_Unet", [1])
     spelled["args"]["use_cbam"] = False
     assert plot_history.run_label(spelled).endswith(" no CBAM")

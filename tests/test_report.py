@@ -30,6 +30,7 @@ def results_csv(tmp_path):
         result("saved_models/ResNet34_Unet_bs8_best_model.pth", "ResNet34_Unet", 0.9262),
         result("saved_models/ResNet34_Unet_bs8_best_model.pth", "ResNet34_Unet", 0.9270, tta="True"),
         result("saved_models/nocbam.pth", "ResNet34_Unet", 0.9180, use_cbam="False"),
+        result("saved_models/HRNet_bs8_best_model.pth", "HRNet", 0.9150),
         result("saved_models/Unet_bs8_best_model.pth", "Unet", 0.9500, split="valid"),
     ])
 
@@ -43,9 +44,9 @@ def test_table_is_sorted_best_first_and_keeps_repeated_evaluations(results_csv, 
     text = report.main(report.get_args_parser().parse_args(["--csv", str(results_csv), "--out", str(out)]))
     assert out.read_text() == text and text in capsys.readouterr().out
     rows = table_lines(text)
-    assert [line.split(" | ")[7] for line in rows] == ["0.9270", "0.9262", "0.9180", "0.9101"]
+    assert [line.split(" | ")[7] for line in rows] == ["0.9270", "0.9262", "0.9180", "0.9150", "0.9101"]
     assert sum("ResNet34_Unet_bs8_best_model.pth" in line for line in rows) == 2
-    assert "| yes |" in rows[0] and "| no | 8 |" in rows[2] and "| n/a |" in rows[3]
+    assert "| yes |" in rows[0] and "| no | 8 |" in rows[2] and "| HRNet | n/a |" in rows[3] and "| n/a |" in rows[4]
     assert "0.9500" not in text  # a validation-split row with --split test
 
 

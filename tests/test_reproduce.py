@@ -110,11 +110,33 @@ def test_the_improved_run_keeps_its_own_files_and_figure(tmp_path, monkeypatch):
     assert (improved["args"]["loss"], improved["args"]["occlusion"]) == ("ce+dice", True)
     assert improved["args"]["encoder_weights"] == str(weights)
     assert read_history(out, "ResNet34_Unet_bs8")["args"]["loss"] == "ce"
-    assert len(read_rows(out)) == 2
+    for name in ("DeepLabV3Plus_bs8", "HRNet_bs8"):  # the proposed architectures, with the report's recipe
+        assert (read_history(out, name)["args"]["loss"], read_history(out, name)["args"]["encoder_weights"]) == \
+            ("ce", None)
+    assert len(read_rows(out)) == 4
     assert (out / "saved_models" / "improved" / "ResNet34_Unet_bs8_best_model.pth").exists()
     text = (out / "REPORT.md").read_text()
     assert "](fig4_improved.png)" in text and not (out / FIGURES[0]).exists()
     assert "Left out: Unet_bs8, Unet_bs16 not in --runs." in text
+    assert "](fig5_architectures.png)" in text and "(Unet_bs8 not in --runs)" in text
+    assert all(f"### {model}\n" in text for model in ("ResNet34_Unet", "DeepLabV3Plus", "HRNet"))
+    assert all(f"| {name} |" in text for name in ("DeepLabV3Plus_bs8", "HRNet_bs8"))
+
+
+def test_the_improved_sweep_adds_the_proposed_architectures_once_and_the_improved_run():
+    runs = reproduce.sweep_runs(reproduce.parse_args(["--improved"]))
+    assert [str(run) for run in runs] == [*RUNS, "DeepLabV3Plus_bs8", "HRNet_bs8", "ResNet34_Unet_bs8 improved"]
+    runs = reproduce.sweep_runs(reproduce.parse_args(["--improved", "--runs", "hrnet:8,DeepLabV3Plus:16"]))
+    assert [str(run) for run in runs] == ["HRNet_bs8", "DeepLabV3Plus_bs16", "DeepLabV3Plus_bs8",
+                                          "ResNet34_Unet_bs8 improved"]
+
+
+def test_no_cbam_in_a_sweep_switches_off_cbam_only_where_a_model_has_it(tmp_path):
+    args = reproduce.parse_args(["--runs", "Unet:8,HRNet:8,ResNet34_Unet:8", "--no_cbam"])
+    assert [reproduce.run_args(args, run, tmp_path).use_cbam for run in reproduce.sweep_runs(args)] == \
+        [True, True, False]
+    with pytest.raises(ProjectError, match="none of Unet:8,HRNet:8 does"):
+        reproduce.sweep_runs(reproduce.parse_args(["--runs", "Unet:8,HRNet:8", "--no_cbam"]))
 
 
 @pytest.mark.parametrize("item", ["VGG:8", "Unet", "Unet:0", "Unet:eight", ""])

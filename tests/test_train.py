@@ -91,13 +91,22 @@ def test_a_new_run_never_replaces_an_earlier_one_unless_asked(trained, tmp_path)
 def test_runs_without_cbam_have_their_own_file_names(tmp_path):
     args = train_args(tmp_path, "--model_type", "ResNet34_Unet", "--no_cbam")
     assert train.output_paths(args)["best"].name == "ResNet34_Unet_nocbam_bs8_best_model.pth"
-    assert train.output_paths(train_args(tmp_path, "--model_type", "Unet", "--no_cbam"))["best"].name == \
-        "Unet_bs8_best_model.pth"
+    for model_type in ("Unet", "DeepLabV3Plus", "HRNet"):
+        assert train.run_name(train_args(tmp_path, "--model_type", model_type)) == f"{model_type}_bs8"
 
 
-def test_encoder_weights_with_unet_is_refused(tmp_path):
-    with pytest.raises(ProjectError, match="ResNet34_Unet only"):
-        train.main(train_args(tmp_path, "--model_type", "Unet", "--encoder_weights", "imagenet"))
+@pytest.mark.parametrize("model_type, flags, message", [
+    ("Unet", ["--encoder_weights", "imagenet"], "ResNet34 encoder"),
+    ("HRNet", ["--encoder_weights", "imagenet"], "ResNet34 encoder"),
+    ("Unet", ["--no_cbam"], "no CBAM"),
+    ("DeepLabV3Plus", ["--no_cbam"], "no CBAM"),
+    ("HRNet", ["--no_cbam"], "no CBAM"),
+])
+def test_flags_for_parts_a_model_lacks_are_refused_before_training(tmp_path, model_type, flags, message):
+    with pytest.raises(ProjectError, match=message) as error:
+        train.main(train_args(tmp_path, "--model_type", model_type, *flags))
+    assert "\n" not in str(error.value) and model_type in str(error.value)
+    assert not (tmp_path / "saved_models").exists()
 
 
 def test_channels_last_training_step_matches_the_default_layout():

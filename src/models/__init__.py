@@ -1,34 +1,75 @@
 """Model construction: the one place that turns a model name, or a checkpoint's record, into a network."""
+from dataclasses import dataclass
+
 import torch
 
 from checkpoint import load_checkpoint
 from data import NORMALIZATION
 from errors import ProjectError
 from models.blocks import fold_batchnorm
+from models.deeplabv3plus import DeepLabV3Plus
+from models.hrnet import HRNet
 from models.resnet34 import load_encoder_weights
 from models.resnet34_unet import ResNet34UNet
 from models.unet import UNet
 
-MODEL_TYPES = {"unet": "Unet", "resnet34_unet": "ResNet34_Unet"}
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network class (built with num_classes, and use_cbam when it has CBAM) and the optional parts it has: CBAM,
+    which --no_cbam removes, and a ResNet34Encoder at .encoder, which --encoder_weights loads."""
+    network: type
+    has_cbam: bool = False
+    has_encoder: bool = False
+
+
+ARCHITECTURES = {
+    "Unet": Architecture(UNet),
+    "ResNet34_Unet": Architecture(ResNet34UNet, has_cbam=True, has_encoder=True),
+    "DeepLabV3Plus": Architecture(DeepLabV3Plus, has_encoder=True),
+    "HRNet": Architecture(HRNet),
+}
+MODEL_TYPES = {name.lower(): name for name in ARCHITECTURES}
 
 
 def canonical_model_type(name):
-    """Map any spelling of the report's model names ('UNet', 'Resnet34_Unet', ...) to 'Unet' or 'ResNet34_Unet'."""
+    """Map any letter case of a model name ('UNet', 'Resnet34_Unet', 'deeplabv3plus', ...) to its canonical name."""
     key = str(name).strip().lower()
     if key not in MODEL_TYPES:
-        valid = ", ".join(sorted(set(MODEL_TYPES.values())))
+        valid = ", ".join(ARCHITECTURES)
         raise ValueError(f"unknown model type {name!r}; valid model types (any letter case): {valid}")
     return MODEL_TYPES[key]
 
 
-def build_model(model_type, num_classes=2, use_cbam=True, encoder_weights=None):
-    """Build 'Unet' or 'ResNet34_Unet'; encoder_weights ('imagenet' or a file path) is for ResNet34_Unet only."""
+def has_cbam(model_type):
+    """Whether a model type (any spelling; False for names that are none) has CBAM to switch off."""
+    name = MODEL_TYPES.get(str(model_type).strip().lower())
+    return name is not None and ARCHITECTURES[name].has_cbam
+
+
+def check_model_flags(model_type, use_cbam=True, encoder_weights=None):
+    """--no_cbam (use_cbam False) and --encoder_weights name parts that only some models have; for any other model
+    they are an error, not a silent no-op."""
     model_type = canonical_model_type(model_type)
-    if model_type == "Unet":
-        if encoder_weights:
-            raise ProjectError("--encoder_weights applies to ResNet34_Unet only; U-Net has no pretrained encoder.")
-        return UNet(num_classes=num_classes)
-    model = ResNet34UNet(num_classes=num_classes, use_cbam=use_cbam)
+    architecture = ARCHITECTURES[model_type]
+    if not use_cbam and not architecture.has_cbam:
+        names = ", ".join(name for name, arch in ARCHITECTURES.items() if arch.has_cbam)
+        raise ProjectError(f"--no_cbam applies to the models with CBAM ({names}) only; {model_type} has no CBAM "
+                           "to switch off, so drop the flag.")
+    if encoder_weights and not architecture.has_encoder:
+        names = ", ".join(name for name, arch in ARCHITECTURES.items() if arch.has_encoder)
+        raise ProjectError(f"--encoder_weights applies to the models with a ResNet34 encoder ({names}) only; "
+                           f"{model_type} has no pretrained encoder and trains from scratch, so drop the flag.")
+
+
+def build_model(model_type, num_classes=2, use_cbam=True, encoder_weights=None):
+    """Build a model by name; use_cbam=False and encoder_weights ('imagenet' or a file path) only for the models
+    that have CBAM or a ResNet34 encoder (check_model_flags)."""
+    model_type = canonical_model_type(model_type)
+    check_model_flags(model_type, use_cbam, encoder_weights)
+    architecture = ARCHITECTURES[model_type]
+    options = {"use_cbam": use_cbam} if architecture.has_cbam else {}
+    model = architecture.network(num_classes=num_classes, **options)
     if encoder_weights:
         load_encoder_weights(model.encoder, encoder_weights)
     return model
@@ -47,20 +88,30 @@ def load_trained_model(path, device, model_type=None, use_cbam=None):
     if record is None or "model" not in checkpoint:
         raise ProjectError(f"--model {path} is not a checkpoint of this project (it has no model record); "
                            "use a *_best_model.pth or *_last.pth written by src/train.py.")
-    if model_type is not None and canonical_model_type(model_type) != record["model_type"]:
-        raise ProjectError(f"--model_type {model_type} disagrees with --model {path}, which holds a "
-                           f"{record['model_type']}; drop --model_type or pick the matching checkpoint.")
-    if use_cbam is not None and record["model_type"] == "ResNet34_Unet" and use_cbam != record["use_cbam"]:
-        state = "with" if record["use_cbam"] else "without"
-        raise ProjectError(f"--no_cbam disagrees with --model {path}, which was trained {state} CBAM; "
-                           "drop the flag or pick the matching checkpoint.")
-    model = build_model(record["model_type"], record["num_classes"], record["use_cbam"])
+    check_flags_agree_with_record(path, record, model_type, use_cbam)
+    # A record's use_cbam means something only for a model with CBAM (older U-Net checkpoints may say False).
+    model = build_model(record["model_type"], record["num_classes"],
+                        record["use_cbam"] or not has_cbam(record["model_type"]))
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
         raise ProjectError(f"--model {path}: its weights do not fit the {record['model_type']} its record names; "
                            "the file was changed after src/train.py wrote it.") from None
     return prepare_for_inference(model, device), checkpoint
+
+
+def check_flags_agree_with_record(path, record, model_type, use_cbam):
+    """--model_type and --no_cbam, when given to a script that reads a checkpoint, must fit the model it holds."""
+    if model_type is not None and canonical_model_type(model_type) != record["model_type"]:
+        raise ProjectError(f"--model_type {model_type} disagrees with --model {path}, which holds a "
+                           f"{record['model_type']}; drop --model_type or pick the matching checkpoint.")
+    if use_cbam is None:
+        return
+    check_model_flags(record["model_type"], use_cbam)
+    if use_cbam != record["use_cbam"]:
+        state = "with" if record["use_cbam"] else "without"
+        raise ProjectError(f"--no_cbam disagrees with --model {path}, which was trained {state} CBAM; "
+                           "drop the flag or pick the matching checkpoint.")
 
 
 def prepare_for_inference(model, device):

@@ -9,12 +9,18 @@ import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
-def conv_bn_relu(in_channels, out_channels, kernel_size):
+def conv_bn(in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1):
+    """A bias-free convolution that keeps the size (up to the stride), then BatchNorm: a pair fold_batchnorm folds."""
+    padding = dilation * (kernel_size // 2)
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
     )
+
+
+def conv_bn_relu(in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1):
+    conv, bn = conv_bn(in_channels, out_channels, kernel_size, stride, dilation, groups)
+    return nn.Sequential(conv, bn, nn.ReLU(inplace=True))
 
 
 def pad_to_multiple(x, multiple):

@@ -6,17 +6,17 @@ from errors import ProjectError
 
 
 class ResidualBlock(nn.Module):
-    """ResNet basic block; the identity path is projected (1x1 conv + BN) only when stride > 1."""
+    """ResNet basic block; the identity path is projected (1x1 conv + BN) when the stride or the width changes."""
 
-    def __init__(self, in_channels, out_channels, stride=1):
+    def __init__(self, in_channels, out_channels, stride=1, dilation=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.downsample = None
-        if stride > 1:
+        if stride > 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(out_channels),
@@ -31,10 +31,16 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet34Encoder(nn.Module):
-    """torchvision's resnet34 without avgpool/fc; attribute names match it so its weights load 1:1."""
+    """torchvision's resnet34 without avgpool/fc; attribute names match it so its weights load 1:1.
 
-    def __init__(self):
+    With output_stride=16, layer4 keeps the resolution of layer3 and dilates its convolutions by 2 instead of
+    striding (the atrous ResNet of DeepLab); the weights are the same tensors either way.
+    """
+
+    def __init__(self, output_stride=32):
         super().__init__()
+        if output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, not {output_stride}")
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -42,16 +48,17 @@ class ResNet34Encoder(nn.Module):
         self.layer1 = self._stage(64, 64, blocks=3, stride=1)
         self.layer2 = self._stage(64, 128, blocks=4, stride=2)
         self.layer3 = self._stage(128, 256, blocks=6, stride=2)
-        self.layer4 = self._stage(256, 512, blocks=3, stride=2)
+        dilated = output_stride == 16
+        self.layer4 = self._stage(256, 512, blocks=3, stride=1 if dilated else 2, dilation=2 if dilated else 1)
 
     @staticmethod
-    def _stage(in_channels, out_channels, blocks, stride):
-        layers = [ResidualBlock(in_channels, out_channels, stride)]
-        layers += [ResidualBlock(out_channels, out_channels) for _ in range(blocks - 1)]
+    def _stage(in_channels, out_channels, blocks, stride, dilation=1):
+        layers = [ResidualBlock(in_channels, out_channels, stride, dilation)]
+        layers += [ResidualBlock(out_channels, out_channels, dilation=dilation) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        """Return the outputs of layer1..layer4 (strides 4, 8, 16, 32)."""
+        """Return the outputs of layer1..layer4 (strides 4, 8, 16 and 32, or 16 again with output_stride=16)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         features = []
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
