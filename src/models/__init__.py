@@ -47,13 +47,7 @@ def load_trained_model(path, device, model_type=None, use_cbam=None):
     if record is None or "model" not in checkpoint:
         raise ProjectError(f"--model {path} is not a checkpoint of this project (it has no model record); "
                            "use a *_best_model.pth or *_last.pth written by src/train.py.")
-    if model_type is not None and canonical_model_type(model_type) != record["model_type"]:
-        raise ProjectError(f"--model_type {model_type} disagrees with --model {path}, which holds a "
-                           f"{record['model_type']}; drop --model_type or pick the matching checkpoint.")
-    if use_cbam is not None and record["model_type"] == "ResNet34_Unet" and use_cbam != record["use_cbam"]:
-        state = "with" if record["use_cbam"] else "without"
-        raise ProjectError(f"--no_cbam disagrees with --model {path}, which was trained {state} CBAM; "
-                           "drop the flag or pick the matching checkpoint.")
+    check_model_flags(record, path, model_type, use_cbam)
     model = build_model(record["model_type"], record["num_classes"], record["use_cbam"])
     try:
         model.load_state_dict(checkpoint["model"])
@@ -61,6 +55,17 @@ def load_trained_model(path, device, model_type=None, use_cbam=None):
         raise ProjectError(f"--model {path}: its weights do not fit the {record['model_type']} its record names; "
                            "the file was changed after src/train.py wrote it.") from None
     return prepare_for_inference(model, device), checkpoint
+
+
+def check_model_flags(record, path, model_type=None, use_cbam=None):
+    """--model_type and --no_cbam, when given (not None), must agree with the model record of the file --model."""
+    if model_type is not None and canonical_model_type(model_type) != record["model_type"]:
+        raise ProjectError(f"--model_type {model_type} disagrees with --model {path}, which holds a "
+                           f"{record['model_type']}; drop --model_type or pick the matching checkpoint.")
+    if use_cbam is not None and record["model_type"] == "ResNet34_Unet" and use_cbam != record["use_cbam"]:
+        state = "with" if record["use_cbam"] else "without"
+        raise ProjectError(f"--no_cbam disagrees with --model {path}, which was trained {state} CBAM; "
+                           "drop the flag or pick the matching checkpoint.")
 
 
 def prepare_for_inference(model, device):
