@@ -82,3 +82,13 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     train.main(train_args(root, "--model_type", "resnet34_unet", "-e", "2"))
     return root, root / "saved_models" / "ResNet34_Unet_bs8_best_model.pth"
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    """(ONNX file, parity figures) of the session's trained model, written by src/export.py beside its checkpoint."""
+    import export
+
+    _, model = trained
+    results = export.main(export.get_args_parser().parse_args(["--model", str(model)]))
+    return model.with_suffix(".onnx"), results
