@@ -31,14 +31,43 @@ def save_json(data, path):
 
 
 def append_csv_row(path, row):
-    """Append a dict as a CSV row, with the header only when the file is new; earlier rows are never touched."""
+    """Append a dict as a CSV row, with the header only when the file is new; earlier rows are never changed. When
+    the row has columns that an older file's header lacks, they are added at the end of its header, so the older
+    rows read as empty there and every column keeps its place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    is_new = not path.exists() or path.stat().st_size == 0
+    header = read_csv_header(path)
+    columns = header + [column for column in row if column not in header]
+    if header and columns != header:
+        replace_csv_header(path, columns)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if is_new:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if not header:
             writer.writeheader()
         writer.writerow(row)
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_csv_header(path):
+    """The column names of a CSV file's first line; [] for a missing or empty file."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def replace_csv_header(path, columns):
+    """Atomically rewrite a CSV file's first line as columns, its rows byte for byte as they are."""
+    with open(path, newline="") as f:
+        f.readline()
+        rows = f.read()
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerow(columns)
+            f.write(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)

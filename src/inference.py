@@ -2,6 +2,7 @@
 
     python src/inference.py --model saved_models/ResNet34_Unet_bs8_best_model.pth --visualize
     python src/inference.py --model saved_models/ResNet34_Unet_bs8_best_model.pth --images my_photos/ --output_dir out
+    python src/inference.py --model saved_models/ResNet34_Unet_bs8_best_model.onnx   # in ONNX Runtime
 Without --model, the newest *_best_model.pth in --save_dir is used.
 """
 import argparse
@@ -23,8 +24,8 @@ from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, predict
 from files import append_csv_row
 from metrics import dice, foreground_statistics
-from models import load_trained_model
 from oxford_pet import read_image, resize_image
+from runtime import load_model, runtime_name
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GREEN, RED = np.array([0, 255, 0]), np.array([255, 0, 0])
@@ -32,7 +33,8 @@ GREEN, RED = np.array([0, 255, 0]), np.array([255, 0, 0])
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="checkpoint (default: the newest *_best_model.pth in --save_dir)")
+    parser.add_argument("--model", default=None, help="checkpoint, or .onnx file of src/export.py (default: the "
+                        "newest *_best_model.pth in --save_dir)")
     cli.add_scoring_flags(parser)
     parser.add_argument("--visualize", action="store_true", help="write checkpoints/vis_result_*.png")
     parser.add_argument("--num_visualize", type=cli.positive_int, default=10)
@@ -129,13 +131,15 @@ def predict_files(net, record, paths, out_dir, device, tta):
     print(f"Wrote masks and overlays of {len(stems)} images to {out_dir}")
 
 
-def result_row(model_path, checkpoint, metrics, split, tta):
-    """One test of a model: what was tested, how, and its scores (the columns of inference_result.csv)."""
+def result_row(model_path, checkpoint, metrics, split, tta, runtime):
+    """One test of a model: what was tested, how, and its scores (the columns of inference_result.csv, in order;
+    a new column goes at the end, after those of older files)."""
     record = checkpoint["model_record"]
     return {"timestamp": datetime.now().isoformat(timespec="seconds"), "model": str(model_path),
             "model_type": record["model_type"], "use_cbam": record["use_cbam"], "image_size": record["image_size"],
             "batch_size": checkpoint["args"]["batch_size"], "split": split, "num_images": metrics["num_images"],
-            **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": tta}
+            **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": tta,
+            "runtime": runtime}
 
 
 def csv_cells(row):
@@ -146,14 +150,14 @@ def main(args):
     device = choose_device(args.device)
     args.model = Path(args.model) if args.model else newest_best_model(args.save_dir)
     if args.images:
-        net, checkpoint = load_trained_model(args.model, device, args.model_type, args.use_cbam)
+        net, checkpoint = load_model(args.model, device, args.model_type, args.use_cbam)
         predict_files(net, checkpoint["model_record"], expand_image_paths(args.images), args.output_dir, device,
                       args.tta)
         return None
     metrics, net, checkpoint, dataset = evaluate_checkpoint(args, device)
     print(f"{args.model} on {args.split}: {format_metrics(metrics)}")
     csv_path = Path(args.log_dir) / "inference_result.csv"
-    row = result_row(args.model, checkpoint, metrics, args.split, args.tta)
+    row = result_row(args.model, checkpoint, metrics, args.split, args.tta, runtime_name(net))
     append_csv_row(csv_path, csv_cells(row))
     print(f"Appended the result to {csv_path}")
     if args.visualize:

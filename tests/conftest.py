@@ -35,6 +35,18 @@ def randomize_batchnorm_statistics(model):
             module.bias.data.uniform_(-0.5, 0.5)
 
 
+def foreign_onnx_file(path):
+    """A valid ONNX model of someone else's: Identity, without this project's metadata."""
+    import onnx
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["images"], ["logits"])], "identity",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return path
+
+
 # ---------------------------------------------------------------- small datasets on disk
 
 def random_rgb(height=10, width=12, seed=0):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import evaluate
+from conftest import SAMPLE
 
 
 class ConstantNet(torch.nn.Module):
@@ -57,3 +58,15 @@ def test_evaluation_restores_training_mode():
     images, masks, _ = synthetic_split(2)
     evaluate.evaluate(net, make_loader(images, masks, 2), torch.device("cpu"))
     assert net.training
+
+
+def test_an_onnx_export_scores_like_its_checkpoint(trained, exported):
+    _, model = trained
+    scores = []
+    for path in (model, exported[0]):
+        args = evaluate.get_args_parser().parse_args([
+            "--model", str(path), "--data_path", str(SAMPLE), "--num_workers", "0", "--device", "cpu", "--tta"])
+        scores.append(evaluate.main(args))
+    assert scores[0]["num_images"] == scores[1]["num_images"] > 0
+    for key in ("loss", "dice", "iou", "dataset_dice", "dataset_iou"):
+        assert scores[1][key] == pytest.approx(scores[0][key], abs=1e-4)

@@ -1,25 +1,15 @@
 import sys
 from types import SimpleNamespace
 
-import onnx
 import pytest
 import torch
 
 import runtime
+from conftest import foreign_onnx_file
 from errors import ProjectError
 from evaluate import predict
 
 CPU = torch.device("cpu")
-
-
-def foreign_onnx_file(path):
-    """A valid ONNX model of someone else's: Identity, without this project's metadata."""
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["images"], ["logits"])], "identity",
-        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])],
-        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])])
-    onnx.save(onnx.helper.make_model(graph), path)
-    return path
 
 
 def test_the_onnx_file_holds_the_checkpoints_record_and_training_arguments(trained, exported):
