@@ -430,8 +430,8 @@ def measure_onnx(names, args, device):
 def onnx_table(onnx, batch_size):
     sizes = list(dict.fromkeys((1, batch_size)))
     runtime = onnx["onnxruntime"]
-    lines = [f"ONNX Runtime: {', '.join(runtime['providers'])}, {runtime['intra_op_num_threads']} intra-op threads, "
-             f"{runtime['graph_optimization_level']}", "",
+    lines = [f"ONNX Runtime: {', '.join(runtime['providers'])}, intra_op_num_threads "
+             f"{runtime['intra_op_num_threads']}, {runtime['graph_optimization_level']}", "",
              "| model | " + " | ".join(f"PyTorch bs{n} img/s | ONNX Runtime bs{n} img/s | ONNX vs PyTorch bs{n}"
                                       for n in sizes) + " |",
              "|---" * (1 + 3 * len(sizes)) + "|"]
