@@ -24,7 +24,8 @@ def import_onnx_package(name):
 
 class OnnxModel(torch.nn.Module):
     """An ONNX Runtime session with a PyTorch network's call: float32 N x 3 x H x W images in, logits out, on the
-    images' device. A module without parameters, so that evaluation can switch its mode as it does a network's."""
+    images' device (both pass through host memory, whatever the provider). A module without parameters, so that
+    evaluation can switch its mode as it does a network's."""
 
     def __init__(self, session):
         super().__init__()

@@ -23,7 +23,7 @@ def pad_to_multiple(x, multiple):
     """Zero-pad H and W at the bottom/right up to a multiple, so a network of that stride takes any input size."""
     height, width = x.shape[-2:]
     # Rounded up as multiple * ceil(size / multiple): in an export, where the sizes are symbols, this form keeps
-    # the shape expressions simple (ResNet34_Unet exports in half the time of the form with two modulos).
+    # the shape expressions simple (ResNet34_Unet exports in about half the time of the form with two modulos).
     pad_h = (height + multiple - 1) // multiple * multiple - height
     pad_w = (width + multiple - 1) // multiple * multiple - width
     if not torch.compiler.is_exporting() and pad_h == 0 and pad_w == 0:  # an exported graph takes every size
