@@ -52,6 +52,10 @@ def export_onnx(net, checkpoint, path, opset=None):
                                 dynamic_shapes=({0: "batch", 2: "height", 3: "width"},), opset_version=opset,
                                 verbose=False)
     model = program.model_proto
+    written = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:
+        raise ProjectError(f"--opset {opset}: the exporter could not convert the model to that operator set and "
+                           f"produced version {written}; pick {written} or a later one.")
     # The exporter names the output's height "Min(height, 32*((height + 31)//32))" (the crop back to the input's
     # size after padding to the network's stride), which is the input's height; likewise the width.
     for dim, name in zip(model.graph.output[0].type.tensor_type.shape.dim, ("batch", None, "height", "width")):

@@ -15,8 +15,9 @@ def fail(*args):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_type, use_cbam", [("Unet", True), ("ResNet34_Unet", True), ("ResNet34_Unet", False)])
-def test_every_model_type_exports_with_standard_operators_and_matches_pytorch(model_type, use_cbam, tmp_path,
+@pytest.mark.parametrize("model_type, use_cbam, opset", [("Unet", True, 18), ("ResNet34_Unet", True, None),
+                                                         ("ResNet34_Unet", False, None)])
+def test_every_model_type_exports_with_standard_operators_and_matches_pytorch(model_type, use_cbam, opset, tmp_path,
                                                                               monkeypatch):
     torch.manual_seed(0)
     model = build_model(model_type, use_cbam=use_cbam)
@@ -27,8 +28,11 @@ def test_every_model_type_exports_with_standard_operators_and_matches_pytorch(mo
     with monkeypatch.context() as patch:
         for function in (blocks._ConvTranspose2x2Function, blocks._MeanMaxFunction):
             patch.setattr(function, "apply", fail)
-        export.export_onnx(net, checkpoint, path)
-    graph = onnx.load(path).graph
+        export.export_onnx(net, checkpoint, path, opset)
+    model = onnx.load(path)
+    if opset is not None:
+        assert [entry.version for entry in model.opset_import if entry.domain == ""] == [opset]
+    graph = model.graph
     assert {node.domain for node in graph.node} == {""}  # the standard operators only
     assert not any(node.op_type == "BatchNormalization" for node in graph.node)
     assert [dim.dim_param for dim in graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
