@@ -9,6 +9,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import export  # noqa: E402
 import train  # noqa: E402
 
 SAMPLE = ROOT / "dataset" / "oxford-iiit-pet-sample"
@@ -99,8 +100,6 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(trained):
     """(ONNX file, parity figures) of the session's trained model, written by src/export.py beside its checkpoint."""
-    import export
-
     _, model = trained
     results = export.main(export.get_args_parser().parse_args(["--model", str(model)]))
     return model.with_suffix(".onnx"), results
