@@ -3,13 +3,16 @@
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \\
         python benchmarks/benchmark.py --device cpu --channels_last
     python benchmarks/benchmark.py --device cuda --amp --channels_last --data_path dataset/oxford-iiit-pet
+    python benchmarks/benchmark.py --onnx --no_loader --models Unet ResNet34_Unet ResNet34_Unet_nocbam
 
 Everything runs in one process and the repetitions are interleaved (every model, then every model again), so a
 change in the machine's load touches all of them alike and the ratios stay fair. Figures are medians over
 --repeats. Training step: forward, cross-entropy, backward and an Adam step on a fixed random batch. The
 --amp, --channels_last and --compile flags apply to every model, the reference included (with --channels_last,
 smp_Unet_resnet34_nchw is the reference in its default NCHW layout). smp_DeepLabV3Plus_resnet34 is smp's
-DeepLabV3Plus("resnet34"), to put beside this project's DeepLabV3Plus.
+DeepLabV3Plus("resnet34"), to put beside this project's DeepLabV3Plus. --onnx measures inference alone: each of
+this project's models in ONNX Runtime against eager PyTorch as src/evaluate.py runs it (BatchNorm folded,
+channels_last, inference mode, float32), at batch 1 and at --batch_size.
 """
 import argparse
 import copy
@@ -32,11 +35,13 @@ import cli  # noqa: E402
 from data import default_num_workers  # noqa: E402
 from device import autocast, autocast_dtype, choose_device, grad_scaler  # noqa: E402
 from errors import ProjectError, run_cli  # noqa: E402
+from export import export_onnx  # noqa: E402
 from files import save_json  # noqa: E402
 from losses import compute_loss  # noqa: E402
-from models import build_model  # noqa: E402
+from models import build_model, model_record, prepare_for_inference  # noqa: E402
 from models.blocks import ConvTranspose2x2, fold_batchnorm, mean_and_max  # noqa: E402
 from oxford_pet import OxfordPetDataset, SimpleOxfordPetDataset, resize_image, resize_trimap  # noqa: E402
+from runtime import load_onnx_model  # noqa: E402
 from transforms import SegmentationTransform  # noqa: E402
 
 REFERENCE = "smp_Unet_resnet34"
@@ -68,6 +73,9 @@ def get_args_parser():
     parser.add_argument("--no_loader", action="store_true", help="skip the data loader comparison")
     parser.add_argument("--blocks", action="store_true",
                         help="also time each fast layer of src/models/blocks.py against its plain PyTorch version")
+    parser.add_argument("--onnx", action="store_true",
+                        help="inference only: ONNX Runtime against eager PyTorch for this project's models in --models "
+                             "(float32; not with --amp or --compile)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     return parser
 
@@ -380,6 +388,66 @@ def blocks_table(blocks):
                     for block, r in blocks.items()]
 
 
+# ---------------------------------------------------------------- ONNX Runtime
+
+def onnx_tasks(name, args, device, folder):
+    """(runtime description, tasks): inference at batch 1 and --batch_size of one of this project's models, in eager
+    PyTorch as src/evaluate.py runs it and exported to ONNX (src/export.py's export, without its parity check) in
+    ONNX Runtime."""
+    net = prepare_for_inference(build_candidate(name), torch.device("cpu"))
+    record = model_record(name.removesuffix("_nocbam"), not name.endswith("_nocbam"), args.image_size)
+    path = Path(folder) / f"{name}.onnx"
+    export_onnx(net, {"model_record": record, "args": {}}, path)
+    nets = {"pytorch": net.to(device), "onnxruntime": load_onnx_model(path, device)[0]}
+    tasks = {}
+    for batch_size in dict.fromkeys((1, args.batch_size)):
+        for runtime, model in nets.items():
+            step = inference_step(model, batch_size, torch.channels_last, args, device)
+            tasks[(name, runtime, batch_size)] = (step, calibrate(step, device, args.warmup, args.min_seconds),
+                                                  batch_size)
+    options = nets["onnxruntime"].session.get_session_options()
+    description = {"providers": nets["onnxruntime"].session.get_providers(),
+                   "intra_op_num_threads": options.intra_op_num_threads,
+                   "graph_optimization_level": str(options.graph_optimization_level)}
+    return description, tasks
+
+
+def measure_onnx(names, args, device):
+    """{"onnxruntime": its settings, "models": {model: {pytorch|onnxruntime}_bs{n}_images_per_second and
+    onnx_vs_pytorch_bs{n}}} for this project's models among names, all steps timed in one interleaved loop."""
+    names = [name for name in names if not name.startswith("smp_")]
+    tasks, description = {}, None
+    with tempfile.TemporaryDirectory() as folder:
+        for name in names:
+            print(f"exporting and warming up {name} ...", flush=True)
+            description, model_tasks = onnx_tasks(name, args, device, folder)
+            tasks.update(model_tasks)
+        rates = interleaved_rates(tasks, device, args.repeats)
+    records = {name: {} for name in names}
+    for (name, runtime, batch_size), rate in rates.items():
+        records[name][f"{runtime}_bs{batch_size}_images_per_second"] = rate
+    for record in records.values():
+        for batch_size in dict.fromkeys((1, args.batch_size)):
+            record[f"onnx_vs_pytorch_bs{batch_size}"] = (record[f"onnxruntime_bs{batch_size}_images_per_second"]
+                                                         / record[f"pytorch_bs{batch_size}_images_per_second"])
+    return {"onnxruntime": description, "models": records}
+
+
+def onnx_table(onnx, batch_size):
+    sizes = list(dict.fromkeys((1, batch_size)))
+    runtime = onnx["onnxruntime"]
+    lines = [f"ONNX Runtime: {', '.join(runtime['providers'])}, intra_op_num_threads "
+             f"{runtime['intra_op_num_threads']}, {runtime['graph_optimization_level']}", "",
+             "| model | " + " | ".join(f"PyTorch bs{n} img/s | ONNX Runtime bs{n} img/s | ONNX vs PyTorch bs{n}"
+                                      for n in sizes) + " |",
+             "|---" * (1 + 3 * len(sizes)) + "|"]
+    for name, r in onnx["models"].items():
+        cells = [f"{r[f'pytorch_bs{n}_images_per_second']:.2f} | {r[f'onnxruntime_bs{n}_images_per_second']:.2f} "
+                 f"| {r[f'onnx_vs_pytorch_bs{n}']:.2f}x" for n in sizes]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 # ---------------------------------------------------------------- data loaders
 
 class AugmentThenResize:
@@ -439,16 +507,18 @@ def measure_loaders(args, num_workers):
 # ---------------------------------------------------------------- report
 
 def markdown(results, args):
-    env, peak = results["environment"], results["matmul_peak"]
-    flags = " ".join(f"--{flag}" for flag in ("amp", "channels_last", "compile") if getattr(args, flag)) or "none"
+    env, peak = results["environment"], results.get("matmul_peak")
+    flags = " ".join(f"--{flag}" for flag in ("amp", "channels_last", "compile", "onnx") if getattr(args, flag))
     lines = [f"{env['device']}; torch {env['torch']}, {env['threads']} threads, allocator {env['allocator']}, "
              f"load average {env['load_average'][0]:.2f} at the start, {env['load_average_at_end'][0]:.2f} at the end",
-             f"{args.image_size}x{args.image_size}, batch {args.batch_size}, flags: {flags}; "
-             f"medians of {args.repeats}; "
-             f"matmul peak ({peak['dtype']}, {peak['size']}^2): torch.mm {peak['torch_mm_gflops']:.0f} GFLOP/s, "
-             f"as a 1x1 convolution {peak['conv1x1_gflops']:.0f} GFLOP/s"]
-    if results["models"]:
+             f"{args.image_size}x{args.image_size}, batch {args.batch_size}, flags: {flags or 'none'}; "
+             f"medians of {args.repeats}"
+             + (f"; matmul peak ({peak['dtype']}, {peak['size']}^2): torch.mm {peak['torch_mm_gflops']:.0f} GFLOP/s, "
+                f"as a 1x1 convolution {peak['conv1x1_gflops']:.0f} GFLOP/s" if peak else "")]
+    if results.get("models"):
         lines += ["", *model_table(results["models"], args.batch_size)]
+    if results.get("onnx", {}).get("models"):
+        lines += ["", *onnx_table(results["onnx"], args.batch_size)]
     if results.get("blocks"):
         lines += ["", *blocks_table(results["blocks"])]
     if results.get("loader"):
@@ -494,16 +564,21 @@ def ratio(value):
 
 
 def main(args):
+    if args.onnx and (args.amp or args.compile):
+        raise ProjectError("--onnx compares float32 eager PyTorch with ONNX Runtime; leave out --amp and --compile.")
     device = choose_device(args.device)
     names = available_models(args.models, args.channels_last)
     results = {"environment": environment(device), "args": vars(args)}
     if not args.no_loader:
         num_workers = default_num_workers(device) if args.num_workers is None else args.num_workers
         results["loader"] = measure_loaders(args, num_workers)
-    results["matmul_peak"], results["models"] = measure(names, args, device)
+    if args.onnx:
+        results["onnx"] = measure_onnx(names, args, device)
+    else:
+        results["matmul_peak"], results["models"] = measure(names, args, device)
     if args.blocks:
         results["blocks"] = measure_blocks(args, device)
-    if results.get("loader") and "ResNet34_Unet" in results["models"]:
+    if results.get("loader") and "ResNet34_Unet" in results.get("models", {}):
         train_rate = results["models"]["ResNet34_Unet"]["train_images_per_second"]
         results["loader"]["resnet34_unet_train_images_per_second"] = train_rate
         results["loader"]["cached_vs_resnet34_unet_train"] = results["loader"]["cached_images_per_second"] / train_rate

@@ -21,8 +21,8 @@ from device import DEVICES, choose_device
 from errors import ProjectError, run_cli
 from files import atomic_write
 from inference import predict_at_original_size
-from models import load_trained_model
 from report import markdown_table
+from runtime import load_model
 from visualize import prediction_figure
 
 
@@ -72,7 +72,7 @@ def worst_gallery(rows, source, count, device, path):
     if not model.is_file():
         raise ProjectError(f"the model {model} that the per-image CSV was scored with is no longer there; the "
                            "tables and chart are written, the gallery needs the model file.")
-    net, checkpoint = load_trained_model(model, device)
+    net, checkpoint = load_model(model, device)
     panels = []
     for row in sorted(rows, key=lambda row: row["dice"])[:count]:
         image, pred, true, trimap = predict_at_original_size(net, checkpoint["model_record"], source["data_path"],

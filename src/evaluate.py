@@ -1,5 +1,7 @@
 """Score a trained model on a split: python src/evaluate.py --model saved_models/X_best_model.pth [--split test].
 
+--model takes a checkpoint of src/train.py (run in PyTorch) or an .onnx file of src/export.py (run in ONNX Runtime).
+
 Dice and IoU are computed per image on the foreground class (argmax over the two classes) and averaged over
 images; an image whose prediction and ground truth are both empty scores 1. Dataset-level ("micro") Dice and
 IoU come from intersections and areas summed over the whole split. A test also scores each image's boundary
@@ -21,8 +23,8 @@ from device import autocast, choose_device, is_main_process
 from errors import run_cli
 from metrics import (SegmentationMeter, border_band_accuracy, boundary_iou, dataset_scores, dice,
                      foreground_statistics, iou)
-from models import load_trained_model
 from oxford_pet import load_dataset, mask_from_trimap, read_trimap, sample_paths, split_labels
+from runtime import load_model
 
 
 def predict(net, images, tta=False):
@@ -119,7 +121,8 @@ def summarize(rows, loss_sum=math.nan):
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a checkpoint written by src/train.py")
+    parser.add_argument("--model", required=True,
+                        help="a checkpoint written by src/train.py, or an .onnx file written by src/export.py")
     cli.add_scoring_flags(parser)
     cli.add_data_flags(parser)
     cli.add_device_flags(parser)
@@ -127,9 +130,9 @@ def get_args_parser():
 
 
 def evaluate_checkpoint(args, device):
-    """Rebuild the checkpoint args.model (its model_type/use_cbam, when given, must agree) and score each image of
-    args.split; returns (summary, per-image rows, net, checkpoint, dataset)."""
-    net, checkpoint = load_trained_model(args.model, device, args.model_type, args.use_cbam)
+    """Load the checkpoint or ONNX file args.model (its model_type/use_cbam, when given, must agree) and score each
+    image of args.split; returns (summary, per-image rows, net, checkpoint, dataset)."""
+    net, checkpoint = load_model(args.model, device, args.model_type, args.use_cbam)
     record = checkpoint["model_record"]
     dataset = load_dataset(args.data_path, args.split, None, record["image_size"], not args.no_cache)
     rows, summary = score_images(net, dataset, device, record["normalization"], args.batch_size, args.num_workers,

@@ -44,18 +44,17 @@ def write_csv(path, rows):
 
 
 def append_csv_row(path, row):
-    """Append a dict as a CSV row, with the header only when the file is new; earlier rows are never changed.
-
-    When the row has columns the file's header lacks (the file was written by an older version), the file is
-    rewritten once, atomically, with those columns added at the end of the header and left empty in earlier rows.
-    """
+    """Append a dict as a CSV row, with the header only when the file is new; earlier rows are never changed. When
+    the row has columns that an older file's header lacks, they are added at the end of its header, so the older
+    rows read as empty there and every column keeps its place."""
     path = Path(path)
-    header = csv_header(path)
-    if header and not set(row) <= set(header):
-        return add_columns_and_row(path, header, row)
     path.parent.mkdir(parents=True, exist_ok=True)
+    header = read_csv_header(path)
+    columns = header + [column for column in row if column not in header]
+    if header and columns != header:
+        replace_csv_header(path, columns)
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header or list(row), restval="")
+        writer = csv.DictWriter(f, fieldnames=columns)
         if not header:
             writer.writeheader()
         writer.writerow(row)
@@ -63,16 +62,25 @@ def append_csv_row(path, row):
         os.fsync(f.fileno())
 
 
-def csv_header(path):
-    """The column names of an existing CSV file; [] when there is no file or it is empty."""
-    if not path.exists() or path.stat().st_size == 0:
+def read_csv_header(path):
+    """The column names of a CSV file's first line; [] for a missing or empty file."""
+    if not path.exists():
         return []
     with open(path, newline="") as f:
         return next(csv.reader(f), [])
 
 
-def add_columns_and_row(path, header, row):
+def replace_csv_header(path, columns):
+    """Atomically rewrite a CSV file's first line as columns, its rows byte for byte as they are."""
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns = header + [column for column in row if column not in header]
-    write_csv(path, [{column: old.get(column, "") for column in columns} for old in rows + [row]])
+        f.readline()
+        rows = f.read()
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerow(columns)
+            f.write(rows)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)

@@ -2,6 +2,7 @@
 
     python src/inference.py --model saved_models/ResNet34_Unet_bs8_best_model.pth --visualize
     python src/inference.py --model saved_models/ResNet34_Unet_bs8_best_model.pth --images my_photos/ --output_dir out
+    python src/inference.py --model saved_models/ResNet34_Unet_bs8_best_model.onnx   # in ONNX Runtime
 Without --model, the newest *_best_model.pth in --save_dir is used.
 """
 import argparse
@@ -15,14 +16,14 @@ import torch
 from PIL import Image
 
 import cli
+import per_image
 from data import prepare_images
 from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, image_scores, predict, upsample_probability
-import per_image
 from files import append_csv_row
-from models import load_trained_model
 from oxford_pet import mask_from_trimap, read_image, read_sample, resize_image
+from runtime import load_model, runtime_name
 from visualize import prediction_figure
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -31,7 +32,8 @@ RED = np.array([255, 0, 0])
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="checkpoint (default: the newest *_best_model.pth in --save_dir)")
+    parser.add_argument("--model", default=None, help="checkpoint, or .onnx file of src/export.py (default: the "
+                        "newest *_best_model.pth in --save_dir)")
     cli.add_scoring_flags(parser)
     parser.add_argument("--visualize", action="store_true", help="write checkpoints/vis_result_*.png")
     parser.add_argument("--num_visualize", type=cli.positive_int, default=10)
@@ -129,14 +131,15 @@ def predict_files(net, record, paths, out_dir, device, tta):
     print(f"Wrote masks and overlays of {len(stems)} images to {out_dir}")
 
 
-def result_row(args, checkpoint, metrics, per_image_csv, timestamp):
-    """One test of a model: what was tested, how, and its scores (the columns of inference_result.csv)."""
+def result_row(args, checkpoint, metrics, per_image_csv, timestamp, runtime):
+    """One test of a model: what was tested, how, and its scores (the columns of inference_result.csv, in order;
+    a new column goes at the end, after those of older files)."""
     record = checkpoint["model_record"]
     return {"timestamp": timestamp.isoformat(timespec="seconds"), "model": str(args.model),
             "model_type": record["model_type"], "use_cbam": record["use_cbam"], "image_size": record["image_size"],
             "batch_size": checkpoint["args"]["batch_size"], "split": args.split, "num_images": metrics["num_images"],
             **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": args.tta,
-            "resolution": "original" if args.full_resolution else "input",
+            "runtime": runtime, "resolution": "original" if args.full_resolution else "input",
             **{key: metrics[key] for key in ("band_accuracy", "boundary_iou")}, "per_image_csv": str(per_image_csv)}
 
 
@@ -159,7 +162,7 @@ def main(args):
     device = choose_device(args.device)
     args.model = Path(args.model) if args.model else newest_best_model(args.save_dir)
     if args.images:
-        net, checkpoint = load_trained_model(args.model, device, args.model_type, args.use_cbam)
+        net, checkpoint = load_model(args.model, device, args.model_type, args.use_cbam)
         predict_files(net, checkpoint["model_record"], expand_image_paths(args.images), args.output_dir, device,
                       args.tta)
         return None
@@ -168,7 +171,7 @@ def main(args):
     timestamp = datetime.now()
     per_image_csv = write_per_image_results(rows, args, checkpoint, timestamp)
     csv_path = Path(args.log_dir) / "inference_result.csv"
-    row = result_row(args, checkpoint, metrics, per_image_csv, timestamp)
+    row = result_row(args, checkpoint, metrics, per_image_csv, timestamp, runtime_name(net))
     append_csv_row(csv_path, csv_cells(row))
     print(f"Appended the result to {csv_path}; per-image scores in {per_image_csv}")
     if args.visualize:

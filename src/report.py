@@ -30,7 +30,8 @@ def get_args_parser():
 
 
 def read_results(csv_path):
-    """The rows of an inference_result.csv, numbers parsed; use_cbam and tta become booleans (tta None if absent)."""
+    """The rows of an inference_result.csv, numbers parsed; use_cbam and tta become booleans (tta None if absent),
+    and runtime is pytorch where the file has none."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise ProjectError(f"--csv {csv_path}: no such file; src/inference.py writes it when it tests a model.")
@@ -54,6 +55,7 @@ def parse_row(row, csv_path, line):
                            f"({', '.join(f'{c}={row[c]!r}' for c in NUMBER_COLUMNS)}).") from None
     parsed["use_cbam"] = row["use_cbam"] == "True"
     parsed["tta"] = None if row.get("tta") in (None, "") else row["tta"] == "True"
+    parsed["runtime"] = row.get("runtime") or "pytorch"  # rows from before ONNX Runtime inference ran in PyTorch
     return parsed
 
 
@@ -83,11 +85,11 @@ def cbam_cell(row):
 def results_table(rows):
     """Markdown table of evaluations, best per-image Dice first; equal scores keep their CSV order."""
     header = ["model file", "model type", "CBAM", "batch size", "image size", "split", "images", "Dice", "IoU",
-              "dataset Dice", "dataset IoU", "TTA"]
+              "dataset Dice", "dataset IoU", "TTA", "runtime"]
     cells = [[f"`{row['model']}`", row["model_type"], cbam_cell(row), row["batch_size"],
               f"{row['image_size']}x{row['image_size']}", row["split"], row["num_images"],
               *(f"{row[key]:.4f}" for key in ("dice", "iou", "dataset_dice", "dataset_iou")),
-              {True: "yes", False: "no", None: "?"}[row["tta"]]]
+              {True: "yes", False: "no", None: "?"}[row["tta"]], row["runtime"]]
              for row in sorted(rows, key=lambda row: -row["dice"])]
     return markdown_table(header, cells)
 

@@ -9,6 +9,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import export  # noqa: E402
 import train  # noqa: E402
 
 SAMPLE = ROOT / "dataset" / "oxford-iiit-pet-sample"
@@ -33,6 +34,18 @@ def randomize_batchnorm_statistics(model):
             module.running_var.uniform_(0.5, 2)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
+
+
+def foreign_onnx_file(path):
+    """A valid ONNX model of someone else's: Identity, without this project's metadata."""
+    import onnx
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["images"], ["logits"])], "identity",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), path)
+    return path
 
 
 # ---------------------------------------------------------------- small datasets on disk
@@ -82,3 +95,11 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     train.main(train_args(root, "--model_type", "resnet34_unet", "-e", "2"))
     return root, root / "saved_models" / "ResNet34_Unet_bs8_best_model.pth"
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    """(ONNX file, parity figures) of the session's trained model, written by src/export.py beside its checkpoint."""
+    _, model = trained
+    results = export.main(export.get_args_parser().parse_args(["--model", str(model)]))
+    return model.with_suffix(".onnx"), results

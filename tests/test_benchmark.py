@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SAMPLE
+from errors import ProjectError
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import benchmark  # noqa: E402
@@ -67,3 +68,24 @@ def test_reference_gives_every_model_a_ratio(tmp_path):
         assert results["models"][name]["infer_bs1_vs_reference"] > 0
     assert results["models"][benchmark.SMP_DEEPLAB]["params"] == 22_437_714
     assert "loader" not in results
+
+
+@pytest.mark.slow
+def test_onnx_runtime_is_measured_against_pytorch_for_this_projects_models(tmp_path):
+    args = tiny_args(tmp_path, "Unet")
+    args.onnx, args.no_loader = True, True
+    results = benchmark.main(args)
+    assert "models" not in results  # --onnx measures inference alone
+    record = results["onnx"]["models"]["Unet"]
+    for batch_size in (1, 2):
+        pytorch, onnx = (record[f"{runtime}_bs{batch_size}_images_per_second"]
+                         for runtime in ("pytorch", "onnxruntime"))
+        assert record[f"onnx_vs_pytorch_bs{batch_size}"] == pytest.approx(onnx / pytorch)
+    assert results["onnx"]["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_onnx_comparison_is_in_float32_eager_mode(tmp_path):
+    args = tiny_args(tmp_path, "Unet")
+    args.onnx, args.amp, args.no_loader = True, True, True
+    with pytest.raises(ProjectError):
+        benchmark.main(args)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import randomize_batchnorm_statistics
-from models import build_model
+from models import blocks, build_model
 from models.blocks import ConvTranspose2x2, fold_batchnorm, mean_and_max, pad_to_multiple
 
 
@@ -94,3 +94,34 @@ def test_folding_batchnorm_keeps_the_outputs_and_removes_every_batchnorm(use_cba
 def test_folding_batchnorm_refuses_a_model_in_training_mode():
     with pytest.raises(ValueError, match="eval mode"):
         fold_batchnorm(build_model("ResNet34_Unet"))
+
+
+class PaddedUpsampleAndPool(torch.nn.Module):
+    """The three export-sensitive pieces in one: padding to a multiple, ConvTranspose2x2 and mean_and_max."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = ConvTranspose2x2(3, 2)
+
+    def forward(self, x):
+        y = self.up(pad_to_multiple(x, 4))
+        mean, peak = mean_and_max(y, (1,))
+        return y * mean + peak
+
+
+def test_while_exporting_the_fast_layers_run_their_plain_versions_and_sizes_stay_dynamic(monkeypatch):
+    torch.manual_seed(0)
+    net = PaddedUpsampleAndPool().to(memory_format=torch.channels_last)
+
+    def fail(*args):
+        raise AssertionError("a custom autograd Function ran while exporting")
+
+    with monkeypatch.context() as patch:
+        for function in (blocks._ConvTranspose2x2Function, blocks._MeanMaxFunction):
+            patch.setattr(function, "apply", fail)
+        dynamic = torch.export.Dim.DYNAMIC
+        program = torch.export.export(net, (torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last),),
+                                      dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},))
+    for shape in ((2, 3, 8, 8), (3, 3, 5, 7)):  # 8x8 needs no padding, 5x7 does
+        x = torch.randn(*shape)
+        torch.testing.assert_close(program.module()(x), net(x))

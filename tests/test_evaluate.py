@@ -88,3 +88,15 @@ def test_full_resolution_scores_each_image_at_its_own_size(trained):
     heights, widths = zip(*sizes)
     assert max(heights) > 32 and summary["num_images"] == len(rows)
     assert sum(row["true_area"] for row in rows) > 32 * 32 * len(rows)
+
+
+def test_an_onnx_export_scores_like_its_checkpoint(trained, exported):
+    _, model = trained
+    scores = []
+    for path in (model, exported[0]):
+        args = evaluate.get_args_parser().parse_args([
+            "--model", str(path), "--data_path", str(SAMPLE), "--num_workers", "0", "--device", "cpu", "--tta"])
+        scores.append(evaluate.main(args))
+    assert scores[0]["num_images"] == scores[1]["num_images"] > 0
+    for key in ("loss", "dice", "iou", "dataset_dice", "dataset_iou"):
+        assert scores[1][key] == pytest.approx(scores[0][key], abs=1e-4)

@@ -10,7 +10,7 @@ from PIL import Image
 import inference
 import per_image
 import train
-from conftest import ROOT, SAMPLE, train_args
+from conftest import ROOT, SAMPLE, foreign_onnx_file, train_args
 from errors import ProjectError, run_cli
 
 
@@ -101,7 +101,8 @@ def test_bad_model_files_exit_with_a_message_not_a_traceback(tmp_path, capsys):
 def test_the_proposed_architectures_train_and_are_tested_like_the_reports(tmp_path, model_type, flags):
     train.main(train_args(tmp_path, "--model_type", model_type.lower(), *flags))
     model = tmp_path / "saved_models" / f"{model_type}_bs8_best_model.pth"
-    row = inference.main(inference_args(tmp_path, "--model", str(model), "--tta", "--visualize", "--num_visualize", "2"))
+    row = inference.main(inference_args(tmp_path, "--model", str(model), "--tta", "--visualize",
+                                        "--num_visualize", "2"))
     assert (row["model_type"], row["use_cbam"], row["tta"]) == (model_type, True, True) and row["num_images"] > 0
     assert len(list(tmp_path.glob("vis_result_*.png"))) == 2
     photo = tmp_path / "cat.jpg"
@@ -109,3 +110,31 @@ def test_the_proposed_architectures_train_and_are_tested_like_the_reports(tmp_pa
     inference.main(inference_args(tmp_path, "--model", str(model), "--images", str(photo),
                                   "--output_dir", str(tmp_path / "out")))
     assert np.array(Image.open(tmp_path / "out" / "cat_mask.png")).shape == (45, 70)
+
+
+def test_an_onnx_export_gives_the_checkpoints_row_pictures_and_masks(trained, exported, tmp_path):
+    _, model = trained
+    rows, masks = [], []
+    photos = str(SAMPLE / "images" / "Abyssinian_1*.jpg")
+    for path, out in ((model, tmp_path / "pth"), (exported[0], tmp_path / "onnx")):
+        rows.append(inference.main(inference_args(out, "--model", str(path), "--tta", "--visualize",
+                                                  "--num_visualize", "2")))
+        inference.main(inference_args(out, "--model", str(path), "--images", photos,
+                                      "--output_dir", str(out / "masks")))
+        masks.append({mask.name: np.array(Image.open(mask)) for mask in (out / "masks").glob("*_mask.png")})
+        assert len(list(out.glob("vis_result_*.png"))) == 2
+    assert [row["runtime"] for row in rows] == ["pytorch", "onnxruntime-cpu"]
+    for key in ("dice", "iou", "dataset_dice", "dataset_iou"):
+        assert rows[1][key] == pytest.approx(rows[0][key], abs=1e-4)
+    assert masks[0].keys() == masks[1].keys() and len(masks[0]) > 0
+    differing = sum((masks[0][name] != masks[1][name]).sum() for name in masks[0])
+    assert differing <= 1e-3 * sum(mask.size for mask in masks[0].values())
+    with open(tmp_path / "onnx" / "inference_result.csv") as f:
+        assert next(csv.DictReader(f))["runtime"] == "onnxruntime-cpu"
+
+
+def test_a_foreign_onnx_file_exits_with_a_message(tmp_path, capsys):
+    path = foreign_onnx_file(tmp_path / "other.onnx")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(inference.main, inference_args(tmp_path, "--model", str(path)))
+    assert exit_info.value.code == 2 and path.name in capsys.readouterr().err

@@ -87,3 +87,11 @@ def test_a_split_without_evaluations_exits_non_zero(results_csv, tmp_path, capsy
     err = capsys.readouterr().err
     assert exit_info.value.code != 0 and "no evaluation on the train split" in err and "Traceback" not in err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_the_runtime_is_listed_and_older_rows_ran_in_pytorch(tmp_path):
+    old = write_csv(tmp_path / "old.csv", [result("a.pth", "Unet", 0.9)])
+    assert report.read_results(old)[0]["runtime"] == "pytorch"
+    new = write_csv(tmp_path / "new.csv", [dict(result("a.onnx", "Unet", 0.9), runtime="onnxruntime-cpu")],
+                    HEADER + ["runtime"])
+    assert table_lines(report.results_table(report.read_results(new)))[0].endswith("| onnxruntime-cpu |")

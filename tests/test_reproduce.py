@@ -133,7 +133,7 @@ def test_the_improved_sweep_adds_the_proposed_architectures_once_and_the_improve
 
 def test_no_cbam_in_a_sweep_switches_off_cbam_only_where_a_model_has_it(tmp_path):
     args = reproduce.parse_args(["--runs", "Unet:8,HRNet:8,ResNet34_Unet:8", "--no_cbam"])
-    assert [reproduce.run_args(args, run, tmp_path).use_cbam for run in reproduce.sweep_runs(args)] == \
+    assert [reproduce.run_args(args, run, tmp_path, args.seed).use_cbam for run in reproduce.sweep_runs(args)] == \
         [True, True, False]
     with pytest.raises(ProjectError, match="none of Unet:8,HRNet:8 does"):
         reproduce.sweep_runs(reproduce.parse_args(["--runs", "Unet:8,HRNet:8", "--no_cbam"]))

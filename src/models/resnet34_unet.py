@@ -21,9 +21,10 @@ class CBAM(nn.Module):
     def forward(self, x):
         avg, peak = mean_and_max(x, (2, 3))
         # The shared MLP runs once over both descriptors stacked: about half the operators of two calls, and
-        # operator launches, not arithmetic, bound a GPU step at small batches.
-        from_avg, from_peak = self.mlp(torch.cat([avg, peak])).chunk(2)
-        x = x * torch.sigmoid(from_avg + from_peak)
+        # operator launches, not arithmetic, bound a GPU step at small batches. Split by slicing at the batch size:
+        # chunk(2) would fix the batch size of an exported graph.
+        mixed = self.mlp(torch.cat([avg, peak]))
+        x = x * torch.sigmoid(mixed[:x.shape[0]] + mixed[x.shape[0]:])
         maps = torch.cat(mean_and_max(x, (1,)), dim=1)
         return x * torch.sigmoid(self.spatial(maps))
 

@@ -1,0 +1,75 @@
+import shutil
+
+import onnx
+import pytest
+import torch
+
+import export
+from conftest import randomize_batchnorm_statistics
+from errors import ProjectError
+from models import blocks, build_model, model_record, prepare_for_inference
+
+
+def fail(*args):
+    raise AssertionError("a custom autograd Function ran while exporting")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type, use_cbam, opset", [("Unet", True, 18), ("ResNet34_Unet", True, None),
+                                                         ("ResNet34_Unet", False, None)])
+def test_every_model_type_exports_with_standard_operators_and_matches_pytorch(model_type, use_cbam, opset, tmp_path,
+                                                                              monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(model_type, use_cbam=use_cbam)
+    randomize_batchnorm_statistics(model)
+    net = prepare_for_inference(model, torch.device("cpu"))
+    checkpoint = {"model_record": model_record(model_type, use_cbam, 32), "args": {"batch_size": 2}}
+    path = tmp_path / "model.onnx"
+    with monkeypatch.context() as patch:
+        for function in (blocks._ConvTranspose2x2Function, blocks._MeanMaxFunction):
+            patch.setattr(function, "apply", fail)
+        export.export_onnx(net, checkpoint, path, opset)
+    model = onnx.load(path)
+    if opset is not None:
+        assert [entry.version for entry in model.opset_import if entry.domain == ""] == [opset]
+    graph = model.graph
+    assert {node.domain for node in graph.node} == {""}  # the standard operators only
+    assert not any(node.op_type == "BatchNormalization" for node in graph.node)
+    assert [dim.dim_param for dim in graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
+    results = export.check_parity(path, net, checkpoint["model_record"])
+    assert [result["size"] for result in results] == [32, 51]
+    for result in results:
+        assert result["argmax_agreement"] >= 0.999 and result["max_abs_difference"] < 1e-3
+
+
+def test_export_writes_the_file_beside_the_checkpoint_after_checking_it(trained, exported):
+    _, model = trained
+    path, results = exported
+    assert path == model.with_suffix(".onnx") and path.is_file()
+    assert len(results) == 2 and results[0]["size"] == 32 and results[1]["size"] % 2 == 1
+    assert all(result["argmax_agreement"] >= 0.999 and result["images"] > 0 for result in results)
+
+
+def test_a_failed_parity_check_leaves_no_file(trained, exported, tmp_path, monkeypatch):
+    _, model = trained
+    monkeypatch.setattr(export, "export_onnx", lambda net, checkpoint, path, opset=None: shutil.copy(exported[0], path))
+    monkeypatch.setattr(export, "compare_logits", lambda expected, actual: (3.0, 0.9))
+    out = tmp_path / "out" / "model.onnx"
+    with pytest.raises(ProjectError):
+        export.main(export.get_args_parser().parse_args(["--model", str(model), "--out", str(out)]))
+    assert list(out.parent.iterdir()) == []
+
+
+def test_an_out_path_that_is_not_onnx_is_refused(trained, tmp_path):
+    _, model = trained
+    with pytest.raises(ProjectError):
+        export.main(export.get_args_parser().parse_args(["--model", str(model), "--out", str(tmp_path / "m.pth")]))
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_logit_comparison_gives_the_largest_difference_and_the_argmax_agreement():
+    expected = torch.tensor([[[[0.0, 1.0]], [[1.0, 0.0]]]])  # 1 x 2 classes x 1 x 2 pixels: class 1, then class 0
+    actual = expected.clone()
+    actual[0, 0, 0, 1] = 0.5  # the second pixel still picks class 0
+    actual[0, 1, 0, 0] = -0.25  # the first pixel now picks class 0
+    assert export.compare_logits(expected, actual) == (1.25, 0.5)
