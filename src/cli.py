@@ -2,7 +2,7 @@
 import argparse
 
 from device import DEVICES
-from models import MODEL_TYPES, canonical_model_type
+from model_names import MODEL_TYPES, canonical_model_type
 from oxford_pet import MODES
 
 DEFAULT_DATA_PATH = "dataset/oxford-iiit-pet"

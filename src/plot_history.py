@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from errors import ProjectError, run_cli
-from models import has_cbam
+from model_names import has_cbam
 
 SHAPE = ('{"args": {"model_type", "batch_size", ...}, "history": [{"epoch", "train_loss", "val_dice", ...}, ...], '
          '"best_epoch", "best_val_dice"}')

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from errors import ProjectError, run_cli
 from files import atomic_write
-from models import has_cbam
+from model_names import has_cbam
 
 REQUIRED_COLUMNS = ("model", "model_type", "use_cbam", "image_size", "batch_size", "split", "num_images",
                     "dice", "iou", "dataset_dice", "dataset_iou")

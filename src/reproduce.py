@@ -35,7 +35,7 @@ from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate
 from files import atomic_write, save_json
-from models import MODEL_TYPES, canonical_model_type, has_cbam
+from model_names import MODEL_TYPES, canonical_model_type, has_cbam
 from oxford_pet import load_dataset
 from summary import model_summary
 

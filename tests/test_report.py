@@ -1,8 +1,11 @@
 import csv
+import subprocess
+import sys
 
 import pytest
 
 import report
+from conftest import ROOT
 from errors import ProjectError, run_cli
 
 HEADER = ["timestamp", "model", "model_type", "use_cbam", "image_size", "batch_size", "split", "num_images",
@@ -95,3 +98,9 @@ def test_the_runtime_is_listed_and_older_rows_ran_in_pytorch(tmp_path):
     new = write_csv(tmp_path / "new.csv", [dict(result("a.onnx", "Unet", 0.9), runtime="onnxruntime-cpu")],
                     HEADER + ["runtime"])
     assert table_lines(report.results_table(report.read_results(new)))[0].endswith("| onnxruntime-cpu |")
+
+
+def test_the_scripts_that_only_read_results_import_no_torch():
+    code = "import sys; import report, plot_history, compare; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "src", capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

@@ -6,6 +6,7 @@ import torch
 from checkpoint import load_checkpoint
 from data import NORMALIZATION
 from errors import ProjectError
+from model_names import MODEL_PARTS, canonical_model_type, has_cbam, has_encoder
 from models.blocks import fold_batchnorm
 from models.deeplabv3plus import DeepLabV3Plus
 from models.hrnet import HRNet
@@ -23,28 +24,8 @@ class Architecture:
     has_encoder: bool = False
 
 
-ARCHITECTURES = {
-    "Unet": Architecture(UNet),
-    "ResNet34_Unet": Architecture(ResNet34UNet, has_cbam=True, has_encoder=True),
-    "DeepLabV3Plus": Architecture(DeepLabV3Plus, has_encoder=True),
-    "HRNet": Architecture(HRNet),
-}
-MODEL_TYPES = {name.lower(): name for name in ARCHITECTURES}
-
-
-def canonical_model_type(name):
-    """Map any letter case of a model name ('UNet', 'Resnet34_Unet', 'deeplabv3plus', ...) to its canonical name."""
-    key = str(name).strip().lower()
-    if key not in MODEL_TYPES:
-        valid = ", ".join(ARCHITECTURES)
-        raise ValueError(f"unknown model type {name!r}; valid model types (any letter case): {valid}")
-    return MODEL_TYPES[key]
-
-
-def has_cbam(model_type):
-    """Whether a model type (any spelling; False for names that are none) has CBAM to switch off."""
-    name = MODEL_TYPES.get(str(model_type).strip().lower())
-    return name is not None and ARCHITECTURES[name].has_cbam
+NETWORKS = {"Unet": UNet, "ResNet34_Unet": ResNet34UNet, "DeepLabV3Plus": DeepLabV3Plus, "HRNet": HRNet}
+ARCHITECTURES = {name: Architecture(NETWORKS[name], has_cbam(name), has_encoder(name)) for name in MODEL_PARTS}
 
 
 def check_model_flags(model_type, use_cbam=True, encoder_weights=None):
