@@ -35,6 +35,7 @@ demo: install
 	@echo "  resumable      saved_models/demo/ResNet34_Unet_bs8_last.pth"
 	@echo "  history        checkpoints/demo/ResNet34_Unet_bs8_history.json"
 	@echo "  test results   checkpoints/demo/inference_result.csv"
+	@echo "  per image      checkpoints/demo/*_per_image.csv (python src/analyze.py FILE: where the model fails)"
 	@echo "  pictures       checkpoints/demo/vis_result_*.png"
 
 reproduce-quick: install

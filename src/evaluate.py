@@ -107,7 +107,7 @@ def score_images(net, dataset, device, normalization, batch_size, num_workers=No
     return rows, summarize(rows, loss_sum)
 
 
-def summarize(rows, loss_sum=math.nan):
+def summarize(rows, loss_sum):
     """A split's figures from its per-image rows: means over images, and Dice and IoU at the dataset level."""
     count = len(rows)
     bands = [row["band_accuracy"] for row in rows if not math.isnan(row["band_accuracy"])]

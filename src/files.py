@@ -30,6 +30,11 @@ def save_json(data, path):
     atomic_write(path, write)
 
 
+def csv_cells(row):
+    """A row's values as CSV cells: floats to 6 decimals, everything else as it is."""
+    return {key: f"{value:.6f}" if isinstance(value, float) else value for key, value in row.items()}
+
+
 def write_csv(path, rows):
     """Write dicts as a whole CSV file (the first row's keys are the header), atomically."""
     def write(tmp):

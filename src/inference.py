@@ -21,7 +21,7 @@ from data import prepare_images
 from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, image_scores, predict, upsample_probability
-from files import append_csv_row
+from files import append_csv_row, csv_cells
 from oxford_pet import mask_from_trimap, read_image, read_sample, resize_image
 from runtime import load_model, runtime_name
 from visualize import prediction_figure
@@ -141,10 +141,6 @@ def result_row(args, checkpoint, metrics, per_image_csv, timestamp, runtime):
             **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": args.tta,
             "runtime": runtime, "resolution": "original" if args.full_resolution else "input",
             **{key: metrics[key] for key in ("band_accuracy", "boundary_iou")}, "per_image_csv": str(per_image_csv)}
-
-
-def csv_cells(row):
-    return {key: f"{value:.6f}" if isinstance(value, float) else value for key, value in row.items()}
 
 
 def write_per_image_results(rows, args, checkpoint, timestamp):

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from errors import ProjectError
-from files import save_json, write_csv
+from files import csv_cells, save_json, write_csv
 
 COLUMNS = ("name", "species", "breed", "width", "height", "dice", "iou", "band_accuracy", "boundary_iou",
            "intersection", "predicted_area", "true_area")
@@ -25,8 +25,7 @@ def new_path(folder, stem):
 def write(path, rows, source):
     """The source (a dict of plain values) first, then the rows, each file atomically."""
     save_json(source, Path(path).with_suffix(".json"))
-    write_csv(path, [{key: f"{row[key]:.6f}" if isinstance(row[key], float) else row[key] for key in COLUMNS}
-                     for row in rows])
+    write_csv(path, [csv_cells({key: row[key] for key in COLUMNS}) for row in rows])
 
 
 def read(path):

@@ -420,6 +420,9 @@ def sweep_runs(args):
 
 def main(args):
     runs = sweep_runs(args)
+    if args.seeds and len(set(args.seeds)) < len(args.seeds):
+        raise ProjectError(f"--seeds {' '.join(map(str, args.seeds))} lists a seed twice; each seed is a run of its "
+                           "own, so give each once.")
     args.epochs = args.epochs or train.RUNTIME_DEFAULTS["epochs"]  # the sweep's plan, for runs it resumes too
     base = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")

@@ -157,6 +157,7 @@ def test_flags_the_sweep_sets_for_each_run_are_refused_before_training(tmp_path,
 @pytest.mark.parametrize("flags, message", [
     (["--encoder_weights", "imagenet"], "--improved run only"),
     (["--runs", "Unet:8,unet:8"], "twice"),
+    (["--seeds", "0", "1", "0"], "twice"),
 ])
 def test_flags_the_sweep_cannot_honour_are_refused_before_training(tmp_path, flags, message):
     with pytest.raises(ProjectError, match=message):
