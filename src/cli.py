@@ -1,5 +1,6 @@
 """The command line the scripts share: argument types and the flags several scripts take, each declared once."""
 import argparse
+import math
 
 from device import DEVICES
 from model_names import MODEL_TYPES, canonical_model_type
@@ -17,6 +18,32 @@ def positive_int(text):
 
 
 positive_int.__name__ = "integer of at least 1"
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+non_negative_int.__name__ = "integer of at least 0"
+
+
+def bounded_float(low, high=math.inf, low_open=False, name=""):
+    """argparse type: a finite float in [low, high] (or (low, high] with low_open); name says so in errors."""
+    def parse(text):
+        value = float(text)
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            raise ValueError(text)
+        return value
+    parse.__name__ = name
+    return parse
+
+
+probability = bounded_float(0.0, 1.0, name="probability between 0 and 1")
+positive_float = bounded_float(0.0, low_open=True, name="finite number above 0")
+non_negative_float = bounded_float(0.0, name="finite number of at least 0")
 
 
 def model_type_arg(text):

@@ -23,6 +23,7 @@ from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, image_scores, predict, upsample_probability
 from files import append_csv_row, csv_cells
 from oxford_pet import mask_from_trimap, read_image, read_sample, resize_image
+from recipes import recipe_label
 from runtime import load_model, runtime_name
 from visualize import prediction_figure
 
@@ -140,7 +141,8 @@ def result_row(args, checkpoint, metrics, per_image_csv, timestamp, runtime):
             "batch_size": checkpoint["args"]["batch_size"], "split": args.split, "num_images": metrics["num_images"],
             **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": args.tta,
             "runtime": runtime, "resolution": "original" if args.full_resolution else "input",
-            **{key: metrics[key] for key in ("band_accuracy", "boundary_iou")}, "per_image_csv": str(per_image_csv)}
+            **{key: metrics[key] for key in ("band_accuracy", "boundary_iou")}, "per_image_csv": str(per_image_csv),
+            "recipe": recipe_label(checkpoint["args"])}
 
 
 def write_per_image_results(rows, args, checkpoint, timestamp):

@@ -1,7 +1,8 @@
 """Reproduce the report: its five training runs, their test scores, its figures and tables, in one folder.
 
     python src/reproduce.py --data_path dataset/oxford-iiit-pet --amp              (the report: 256 px, 50 epochs)
-    python src/reproduce.py --improved --encoder_weights resnet34-b627a593.pth     (and the report's proposals)
+    python src/reproduce.py --improved               (and the report's proposals, from scratch)
+    python src/reproduce.py --improved --encoder_weights resnet34-b627a593.pth     (and a pretrained-encoder run)
     python src/reproduce.py --quick                  (the bundled sample at 64 px, 1 epoch: minutes on a CPU)
     python src/reproduce.py --runs Unet:8,ResNet34_Unet:8,DeepLabV3Plus:8,HRNet:8 -e 20 --out reports/short
 
@@ -37,25 +38,28 @@ from evaluate import evaluate
 from files import atomic_write, save_json
 from model_names import MODEL_TYPES, canonical_model_type, has_cbam
 from oxford_pet import load_dataset
+from recipes import IMPROVED_RECIPE, recipe_label
 from summary import model_summary
 
 SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "oxford-iiit-pet-sample"
 QUICK_DEFAULTS = {"data_path": str(SAMPLE), "image_size": 64, "epochs": 1, "num_workers": 0}
 REPORT_RUNS = "Unet:8,Unet:16,ResNet34_Unet:8,ResNet34_Unet:16,ResNet34_Unet:32"
 # train.py flags a sweep chooses for each run itself; a command that gives one is refused.
+RECIPE_LABELS = {"report": "", "improved": " improved (from scratch)", "pretrained": " improved, pretrained encoder"}
 SET_BY_SWEEP = ("model_type", "batch_size", "save_dir", "log_dir", "resume", "overwrite")
 TIMED_STEPS = 2
 
 
 @dataclass(frozen=True)
 class Run:
-    """One setting of a sweep; with --seeds it is trained once per seed."""
+    """One setting of a sweep; with --seeds it is trained once per seed. recipe: "report", "improved" (from
+    scratch, recipes.IMPROVED_RECIPE) or "pretrained" (the improved recipe on a pretrained encoder)."""
     model_type: str
     batch_size: int
-    improved: bool = False
+    recipe: str = "report"
 
     def __str__(self):
-        return f"{self.model_type}_bs{self.batch_size}{' improved' if self.improved else ''}"
+        return f"{self.model_type}_bs{self.batch_size}{'' if self.recipe == 'report' else ' ' + self.recipe}"
 
 
 @dataclass
@@ -73,7 +77,8 @@ class Planned:
         return self.state is not None and self.state.is_done(self.args)
 
 
-IMPROVED_RUN = Run("ResNet34_Unet", 8, improved=True)
+IMPROVED_RUN = Run("ResNet34_Unet", 8, recipe="improved")
+PRETRAINED_RUN = Run("ResNet34_Unet", 8, recipe="pretrained")
 # The architectures the report's Discussion proposes, trained with the report's recipe beside its networks.
 PROPOSED_RUNS = [Run("DeepLabV3Plus", 8), Run("HRNet", 8)]
 FIGURES = [
@@ -83,8 +88,8 @@ FIGURES = [
     ("fig3_unet_vs_resnet34_unet.png", "U-Net vs ResNet34+U-Net at batch size 8",
      [Run("Unet", 8), Run("ResNet34_Unet", 8)]),
 ]
-IMPROVED_FIGURE = ("fig4_improved.png", "ResNet34+U-Net at batch size 8: the report's recipe vs improved",
-                   [Run("ResNet34_Unet", 8), IMPROVED_RUN])
+IMPROVED_FIGURE = ("fig4_improved.png", "ResNet34+U-Net at batch size 8: the report's recipe, the improved one "
+                   "(from scratch) and on a pretrained encoder", [Run("ResNet34_Unet", 8), IMPROVED_RUN, PRETRAINED_RUN])
 ARCHITECTURES_FIGURE = ("fig5_architectures.png", "The report's networks and its proposed architectures at batch "
                         "size 8", [Run("Unet", 8), Run("ResNet34_Unet", 8), *PROPOSED_RUNS])
 
@@ -100,11 +105,12 @@ def get_args_parser():
                         "report's five runs)")
     parser.add_argument("--improved", action="store_true", help="add the report's proposals: the architectures "
                         f"{' and '.join(map(str, PROPOSED_RUNS))} (unless --runs has them), and a run of "
-                        f"{IMPROVED_RUN.model_type} batch {IMPROVED_RUN.batch_size} with a pretrained encoder, "
-                        "--loss ce+dice and --occlusion")
+                        f"{IMPROVED_RUN.model_type} batch {IMPROVED_RUN.batch_size} with the improved recipe, from "
+                        f"scratch ({recipe_label(IMPROVED_RECIPE)})")
     parser.add_argument("--encoder_weights", dest="improved_encoder_weights", default=None,
-                        help="the --improved run's encoder: 'imagenet' (the default, downloaded) or a local "
-                        "torchvision resnet34 .pth")
+                        help="with --improved, one more run: the improved recipe on this pretrained encoder, "
+                        "'imagenet' (downloaded) or a local torchvision resnet34 .pth (not for courses that "
+                        "require training from scratch)")
     parser.add_argument("--out", default=None, help="the sweep's folder (default reports/<dataset folder>_<image "
                         "size>px, so the same command finds its runs again)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="train every run once per seed, each seed "
@@ -149,17 +155,19 @@ def parse_runs(text):
 
 
 def run_args(args, run, out, seed):
-    """The train.py arguments of one run: the sweep's training flags, today's defaults for train.py's others; the
-    improved run keeps its files in improved/ subfolders."""
-    subfolder = "improved" if run.improved else ""
+    """The train.py arguments of one run: the sweep's training flags, today's defaults for train.py's others; a
+    run of another recipe than the report's keeps its files in subfolders named after it."""
+    subfolder = "" if run.recipe == "report" else run.recipe
     train_args = vars(train.get_args_parser().parse_args([]))
     train_args.update({key: value for key, value in vars(args).items() if key in train_args})
     train_args.update(model_type=run.model_type, batch_size=run.batch_size, seed=seed, resume=None, overwrite=False,
                       save_dir=str(out / "saved_models" / subfolder), log_dir=str(out / "checkpoints" / subfolder))
     if not has_cbam(run.model_type):
         train_args["use_cbam"] = True  # the sweep's --no_cbam is for its runs of models with CBAM
-    if run.improved:
-        train_args.update(encoder_weights=args.improved_encoder_weights or "imagenet", loss="ce+dice", occlusion=True)
+    if run.recipe != "report":
+        train_args.update(IMPROVED_RECIPE)
+    if run.recipe == "pretrained":
+        train_args.update(encoder_weights=args.improved_encoder_weights)
     return argparse.Namespace(**train_args)
 
 
@@ -203,7 +211,7 @@ def timed(work):
 
 def seconds_per_epoch(args, device, train_images, valid_images):
     """Time a few steps of train.py's own training epoch and of validation on random uint8 batches, at the run's
-    batch and image size; the improved run's encoder weights are loaded here, so a bad path fails before training."""
+    batch and image size; the pretrained run's encoder weights are loaded here, so a bad path fails before training."""
     args = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     training = train.build_training(args, device)
     batches = [random_batch(args.batch_size, args.image_size)] * TIMED_STEPS
@@ -286,7 +294,7 @@ def figure_section(name, title, figure_runs, runs, histories, out):
     missing = ", ".join(str(run) for run in figure_runs if run not in runs)
     if len(present) < 2:
         return f"### {title}\n\nLeft out: {missing} not in --runs.\n"
-    labels = [plot_history.run_label(histories[run][0]) + (" improved" if run.improved else "") for run in present]
+    labels = [plot_history.run_label(histories[run][0]) + RECIPE_LABELS[run.recipe] for run in present]
     drawn = [histories[run] if len(histories[run]) > 1 else histories[run][0] for run in present]
     plot_history.plot_histories(drawn, labels, out / name, title)
     note = f" ({missing} not in --runs)" if missing else ""
@@ -332,20 +340,26 @@ def pooled_per_image(rows):
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
-def central_comparison(results):
-    """The report's central comparison, ResNet34_Unet against Unet at batch 8, on per-image Dice averaged over the
-    seeds, paired by image (src/compare.py)."""
-    unet, resnet = Run("Unet", 8), Run("ResNet34_Unet", 8)
-    if unet not in results or resnet not in results:
-        return "Left out: it needs Unet:8 and ResNet34_Unet:8 in --runs.\n"
-    a, b = compare.paired(pooled_per_image(results[unet]), pooled_per_image(results[resnet]), "Unet_bs8",
-                          "ResNet34_Unet_bs8")
+def paired_comparison(results, run_a, run_b):
+    """run_b against run_a on per-image test Dice averaged over the seeds, paired by image (src/compare.py)."""
+    if run_a not in results or run_b not in results:
+        return f"Left out: it needs {run_a} and {run_b} in the sweep.\n"
+    a, b = compare.paired(pooled_per_image(results[run_a]), pooled_per_image(results[run_b]), str(run_a), str(run_b))
     result = compare.compare_scores(a, b)
-    seeds = plural(len(results[resnet]), "seed")
-    return (f"ResNet34_Unet (B) against Unet (A) at batch 8, per-image test Dice averaged over {seeds}, paired over "
+    seeds = plural(len(results[run_b]), "seed")
+    return (f"{run_b} (B) against {run_a} (A), per-image test Dice averaged over {seeds}, paired over "
             f"{result['images']} images: A {result['mean_a']:.4f}, B {result['mean_b']:.4f}; B wins on "
             f"{result['wins_b']} images, A on {result['wins_a']}. {compare.verdict(result)} (95 % bootstrap "
             "interval over images, 10,000 resamples; two-sided sign-flip permutation test.)\n")
+
+
+def comparisons(results):
+    """The report's central comparison, ResNet34_Unet against Unet at batch 8, and with --improved, the improved
+    recipe against the report's."""
+    sections = [paired_comparison(results, Run("Unet", 8), Run("ResNet34_Unet", 8))]
+    if IMPROVED_RUN in results:
+        sections.append(paired_comparison(results, Run("ResNet34_Unet", 8), IMPROVED_RUN))
+    return "\n".join(sections)
 
 
 def device_name(device):
@@ -374,7 +388,7 @@ def write_report(args, base, runs, plan, out, device):
         tests = [f"Mean ± sample standard deviation over the seeds {', '.join(map(str, args.seeds))} (n per run), "
                  "of per-image means over the test split; dataset Dice and IoU count the pixels of the whole split "
                  "at once.\n", seeds_table(runs, results) + "\n", "### Is the difference real?\n",
-                 central_comparison(results)]
+                 comparisons(results)]
     else:
         tests = ["Dice and IoU are per-image means over the test split; dataset Dice and IoU count the pixels of the "
                  "whole split at once. One run per setting.\n",
@@ -404,14 +418,16 @@ def write_report(args, base, runs, plan, out, device):
 
 
 def sweep_runs(args):
-    """The runs of --runs, then, with --improved, the proposed architectures that --runs lacks and the improved run;
+    """The runs of --runs, then, with --improved, the proposed architectures that --runs lacks, the improved run and
+    (with --encoder_weights) the pretrained one;
     the sweep's flags that no run can take are refused."""
     runs = parse_runs(args.runs)
     if args.improved:
         runs += [run for run in PROPOSED_RUNS if run not in runs] + [IMPROVED_RUN]
+        runs += [PRETRAINED_RUN] * bool(args.improved_encoder_weights)
     if args.improved_encoder_weights and not args.improved:
-        raise ProjectError("--encoder_weights sets the encoder of the --improved run only; add --improved, or drop "
-                           "it (the report's runs train from scratch).")
+        raise ProjectError("--encoder_weights adds the pretrained-encoder run of --improved; add --improved, or "
+                           "drop it (the report's runs train from scratch).")
     if not args.use_cbam and not any(has_cbam(run.model_type) for run in runs):
         raise ProjectError(f"--no_cbam switches CBAM off in the sweep's runs that have it, and none of {args.runs} "
                            "does; drop the flag.")
@@ -428,6 +444,8 @@ def main(args):
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")
     device = choose_device(base.device)
     plan = sweep_plan(args, runs, out)
+    for item in plan:  # before anything trains, not when the sweep reaches the run
+        train.check_recipe(item.args)
     try:
         print_plan(plan, base, out, device, bool(args.seeds))
         for index, item in enumerate(plan, 1):

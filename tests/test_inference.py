@@ -36,6 +36,7 @@ def test_test_split_rows_are_appended_and_pictures_written(trained, tmp_path):
     per_image_rows, source = per_image.read(rows[0]["per_image_csv"])
     assert len(per_image_rows) == first["num_images"] and source["model"] == str(model.resolve())
     assert rows[0]["per_image_csv"] != rows[1]["per_image_csv"] and rows[0]["resolution"] == "input"
+    assert rows[0]["recipe"] == "report"
     assert float(rows[0]["boundary_iou"]) == pytest.approx(np.mean([row["boundary_iou"] for row in per_image_rows]),
                                                           abs=1e-5)
 

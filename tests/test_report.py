@@ -97,7 +97,15 @@ def test_the_runtime_is_listed_and_older_rows_ran_in_pytorch(tmp_path):
     assert report.read_results(old)[0]["runtime"] == "pytorch"
     new = write_csv(tmp_path / "new.csv", [dict(result("a.onnx", "Unet", 0.9), runtime="onnxruntime-cpu")],
                     HEADER + ["runtime"])
-    assert table_lines(report.results_table(report.read_results(new)))[0].endswith("| onnxruntime-cpu |")
+    assert table_lines(report.results_table(report.read_results(new)))[0].endswith("| onnxruntime-cpu | ? |")
+
+
+def test_the_recipe_of_each_row_is_shown_and_older_rows_say_it_is_unknown(tmp_path):
+    rows = [dict(result("a.pth", "ResNet34_Unet", 0.9), recipe="report"),
+            dict(result("b.pth", "ResNet34_Unet", 0.8), recipe="loss=ce+dice, pretrained encoder=imagenet")]
+    lines = table_lines(report.results_table(report.read_results(write_csv(tmp_path / "r.csv", rows,
+                                                                           HEADER + ["recipe"]))))
+    assert lines[0].endswith("| report |") and lines[1].endswith("| loss=ce+dice, pretrained encoder=imagenet |")
 
 
 def test_the_scripts_that_only_read_results_import_no_torch():

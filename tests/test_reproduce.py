@@ -9,6 +9,7 @@ import reproduce
 import train
 from conftest import SAMPLE
 from errors import ProjectError
+from recipes import IMPROVED_RECIPE, recipe_label
 
 RUNS = ["Unet_bs8", "Unet_bs16", "ResNet34_Unet_bs8", "ResNet34_Unet_bs16", "ResNet34_Unet_bs32"]
 FIGURES = ["fig1_unet_batch_size.png", "fig2_resnet34_unet_batch_size.png", "fig3_unet_vs_resnet34_unet.png"]
@@ -100,35 +101,42 @@ def test_a_run_stopped_after_its_first_epoch_is_resumed_not_restarted(tmp_path, 
 
 
 @pytest.mark.slow
-def test_the_improved_run_keeps_its_own_files_and_figure(tmp_path, monkeypatch):
+def test_the_improved_and_pretrained_runs_keep_their_own_files_and_figure(tmp_path, monkeypatch):
     weights = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34().state_dict(), weights)
     monkeypatch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
-    sweep(tmp_path / "out", "--runs", "ResNet34_Unet:8", "--improved", "--encoder_weights", str(weights))
+    sweep(tmp_path / "out", "--runs", "ResNet34_Unet:8", "--improved", "--encoder_weights", str(weights), "-e", "2")
     out = tmp_path / "out"
-    improved = json.loads((out / "checkpoints" / "improved" / "ResNet34_Unet_bs8_history.json").read_text())
-    assert (improved["args"]["loss"], improved["args"]["occlusion"]) == ("ce+dice", True)
-    assert improved["args"]["encoder_weights"] == str(weights)
+    for recipe, encoder in (("improved", None), ("pretrained", str(weights))):
+        history = json.loads((out / "checkpoints" / recipe / "ResNet34_Unet_bs8_history.json").read_text())
+        assert {key: history["args"][key] for key in IMPROVED_RECIPE} == IMPROVED_RECIPE
+        assert history["args"]["encoder_weights"] == encoder
+        assert (out / "saved_models" / recipe / "ResNet34_Unet_bs8_best_model.pth").exists()
     assert read_history(out, "ResNet34_Unet_bs8")["args"]["loss"] == "ce"
     for name in ("DeepLabV3Plus_bs8", "HRNet_bs8"):  # the proposed architectures, with the report's recipe
         assert (read_history(out, name)["args"]["loss"], read_history(out, name)["args"]["encoder_weights"]) == \
             ("ce", None)
-    assert len(read_rows(out)) == 4
-    assert (out / "saved_models" / "improved" / "ResNet34_Unet_bs8_best_model.pth").exists()
+    rows = read_rows(out)
+    assert len(rows) == 5
+    assert sorted(row["recipe"] for row in rows) == sorted(
+        ["report"] * 3 + [recipe_label(IMPROVED_RECIPE), recipe_label(IMPROVED_RECIPE) +
+                          f", pretrained encoder={weights}"])
     text = (out / "REPORT.md").read_text()
     assert "](fig4_improved.png)" in text and not (out / FIGURES[0]).exists()
     assert "Left out: Unet_bs8, Unet_bs16 not in --runs." in text
     assert "](fig5_architectures.png)" in text and "(Unet_bs8 not in --runs)" in text
     assert all(f"### {model}\n" in text for model in ("ResNet34_Unet", "DeepLabV3Plus", "HRNet"))
-    assert all(f"| {name} |" in text for name in ("DeepLabV3Plus_bs8", "HRNet_bs8"))
+    assert all(f"| {name} |" in text for name in ("DeepLabV3Plus_bs8", "HRNet_bs8", "ResNet34_Unet_bs8 improved",
+                                                   "ResNet34_Unet_bs8 pretrained"))
 
 
-def test_the_improved_sweep_adds_the_proposed_architectures_once_and_the_improved_run():
+def test_the_improved_sweep_adds_the_proposed_architectures_once_and_the_improved_runs():
     runs = reproduce.sweep_runs(reproduce.parse_args(["--improved"]))
     assert [str(run) for run in runs] == [*RUNS, "DeepLabV3Plus_bs8", "HRNet_bs8", "ResNet34_Unet_bs8 improved"]
-    runs = reproduce.sweep_runs(reproduce.parse_args(["--improved", "--runs", "hrnet:8,DeepLabV3Plus:16"]))
+    runs = reproduce.sweep_runs(reproduce.parse_args(["--improved", "--runs", "hrnet:8,DeepLabV3Plus:16",
+                                                      "--encoder_weights", "imagenet"]))
     assert [str(run) for run in runs] == ["HRNet_bs8", "DeepLabV3Plus_bs16", "DeepLabV3Plus_bs8",
-                                          "ResNet34_Unet_bs8 improved"]
+                                          "ResNet34_Unet_bs8 improved", "ResNet34_Unet_bs8 pretrained"]
 
 
 def test_no_cbam_in_a_sweep_switches_off_cbam_only_where_a_model_has_it(tmp_path):
@@ -155,7 +163,7 @@ def test_flags_the_sweep_sets_for_each_run_are_refused_before_training(tmp_path,
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--encoder_weights", "imagenet"], "--improved run only"),
+    (["--encoder_weights", "imagenet"], "add --improved"),
     (["--runs", "Unet:8,unet:8"], "twice"),
     (["--seeds", "0", "1", "0"], "twice"),
 ])

@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,3 +173,60 @@ def test_torchrun_with_two_cpu_processes_writes_one_model_that_loads_single_proc
     best = tmp_path / "saved_models" / "ResNet34_Unet_bs4_best_model.pth"
     _, checkpoint = load_trained_model(best, torch.device("cpu"))
     assert not any(key.startswith("module.") for key in checkpoint["model"])
+
+
+RECIPE_FLAGS = ["--model_type", "DeepLabV3Plus", "--cutmix", "0.5", "--mixup", "0.5", "--border", "ignore",
+                "--schedule", "cosine", "--warmup_epochs", "1", "--weight_decay", "0.01", "--loss", "ce+dice"]
+
+
+@pytest.mark.slow
+def test_resuming_a_run_with_the_new_recipe_repeats_the_uninterrupted_one(tmp_path, monkeypatch):
+    uninterrupted = train.main(train_args(tmp_path / "a", *RECIPE_FLAGS, "-e", "3")).history
+    one_epoch = train.train_one_epoch
+
+    def killed_in_epoch_two(training, loader, device, args, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return one_epoch(training, loader, device, args, epoch)
+
+    monkeypatch.setattr(train, "train_one_epoch", killed_in_epoch_two)
+    with pytest.raises(SystemExit):
+        train.main(train_args(tmp_path / "b", *RECIPE_FLAGS, "-e", "3"))
+    monkeypatch.setattr(train, "train_one_epoch", one_epoch)
+    last = tmp_path / "b" / "saved_models" / "DeepLabV3Plus_bs8_last.pth"
+    resumed = train.main(train.get_args_parser().parse_args(["--resume", str(last)]))
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    for a, b in zip(uninterrupted, resumed.history):
+        assert a["lr"] == b["lr"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_dice"] == pytest.approx(b["val_dice"], rel=1e-5)
+    assert [row["lr"] for row in uninterrupted] == pytest.approx([0.5e-4, 1e-4, 0.5e-4])
+    history = json.loads((tmp_path / "b" / "checkpoints" / "DeepLabV3Plus_bs8_history.json").read_text())
+    assert {key: history["args"][key] for key in ("cutmix", "mixup", "border", "schedule", "weight_decay")} == {
+        "cutmix": 0.5, "mixup": 0.5, "border": "ignore", "schedule": "cosine", "weight_decay": 0.01}
+
+
+def test_a_training_batch_ignores_the_border_before_mixing(tmp_path):
+    args = train_args(tmp_path, "--border", "ignore", "--cutmix", "1")
+    trimaps = torch.tensor([1, 2, 3]).repeat(2, 4, 1)
+    batch = {"image": torch.zeros(2, 3, 4, 3, dtype=torch.uint8), "mask": (trimaps != 2).to(torch.uint8),
+             "trimap": trimaps}
+    mixed = train.training_batch(batch, torch.device("cpu"), args, np.random.default_rng(0))
+    assert (mixed.masks[..., 2] == -100).all() and (mixed.masks[..., 0] == 1).all() and (mixed.masks[..., 1] == 0).all()
+
+
+@pytest.mark.parametrize("flags", [["--cutmix", "1.5"], ["--mixup", "-0.1"], ["--mixup_alpha", "-1"],
+                                   ["--mixup_alpha", "0"], ["--weight_decay", "-1"], ["--warmup_epochs", "-1"],
+                                   ["--schedule", "step"], ["--border", "trimap"], ["-lr", "nan"]])
+def test_recipe_values_out_of_range_are_refused_when_parsed(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.get_args_parser().parse_args(flags)
+    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--schedule", "cosine", "--warmup_epochs", "1"],
+                                   ["--warmup_epochs", "1", "-e", "5"], ["--mixup_alpha", "1", "-e", "5"]])
+def test_recipe_combinations_that_cannot_work_are_refused_before_training(tmp_path, flags):
+    with pytest.raises(ProjectError):
+        train.main(train_args(tmp_path, *flags))
+    assert not (tmp_path / "saved_models").exists()
