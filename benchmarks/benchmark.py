@@ -31,6 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run as a script from anywhere, like the scripts in src/
 
+import arg_types  # noqa: E402
 import cli  # noqa: E402
 from data import default_num_workers  # noqa: E402
 from device import autocast, autocast_dtype, choose_device, grad_scaler  # noqa: E402
@@ -55,8 +56,8 @@ MODELS = ("Unet", "ResNet34_Unet", "ResNet34_Unet_nocbam", "DeepLabV3Plus", "HRN
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_device_flags(parser)
-    parser.add_argument("--image_size", type=cli.positive_int, default=256)
-    parser.add_argument("--batch_size", "-b", type=cli.positive_int, default=8)
+    parser.add_argument("--image_size", type=arg_types.image_size_int, default=256)
+    parser.add_argument("--batch_size", "-b", type=arg_types.positive_int, default=8)
     parser.add_argument("--amp", action="store_true", help="autocast (bf16 where supported, else fp16)")
     parser.add_argument("--channels_last", action="store_true", help="channels_last models and inputs")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
@@ -64,9 +65,11 @@ def get_args_parser():
                         help=f"default: all (smp_* only when segmentation_models_pytorch is installed, "
                              f"{REFERENCE_NCHW} only with --channels_last); "
                              "--models with no name measures no model")
-    parser.add_argument("--repeats", type=cli.positive_int, default=5, help="timed repetitions; figures are medians")
-    parser.add_argument("--warmup", type=cli.positive_int, default=2, help="untimed steps of each kind before timing")
-    parser.add_argument("--min_seconds", type=float, default=1.0,
+    parser.add_argument("--repeats", type=arg_types.positive_int, default=5,
+                        help="timed repetitions; figures are medians")
+    parser.add_argument("--warmup", type=arg_types.positive_int, default=2,
+                        help="untimed steps of each kind before timing")
+    parser.add_argument("--min_seconds", type=arg_types.non_negative_float, default=1.0,
                         help="each repetition repeats a step until it lasts about this long")
     parser.add_argument("--data_path", default=str(ROOT / "dataset" / "oxford-iiit-pet-sample"),
                         help="a dataset folder whose train split the loaders read")
@@ -566,6 +569,8 @@ def ratio(value):
 def main(args):
     if args.onnx and (args.amp or args.compile):
         raise ProjectError("--onnx compares float32 eager PyTorch with ONNX Runtime; leave out --amp and --compile.")
+    if Path(args.out).is_dir():  # found now rather than after minutes of measuring
+        raise ProjectError(f"--out {args.out} is an existing folder; give the path of the JSON file to write.")
     device = choose_device(args.device)
     names = available_models(args.models, args.channels_last)
     results = {"environment": environment(device), "args": vars(args)}

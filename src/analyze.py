@@ -15,24 +15,35 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-import cli
+import arg_types
 import per_image
 from device import DEVICES, choose_device
 from errors import ProjectError, run_cli
-from files import atomic_write
+from files import atomic_write, check_folder, make_folder
 from inference import predict_at_original_size
 from report import markdown_table
 from runtime import load_model
 from visualize import prediction_figure
+
+SOURCE_KEYS = ("model", "data_path", "split", "resolution", "tta")  # what the analysis reads of the CSV's source
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("per_image_csv", help="a *_per_image.csv written by src/inference.py")
     parser.add_argument("--out", default=None, help="output folder (default: <csv name>_analysis beside the CSV)")
-    parser.add_argument("-k", "--worst", type=cli.positive_int, default=12, help="images in the gallery")
+    parser.add_argument("-k", "--worst", type=arg_types.positive_int, default=12, help="images in the gallery")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     return parser
+
+
+def check_source(source, csv_path):
+    """ProjectError unless the CSV's source says which model and dataset folder the analysis is to read."""
+    missing = [key for key in SOURCE_KEYS if key not in source]
+    if missing:
+        raise ProjectError(f"{csv_path.with_suffix('.json')} lacks {', '.join(missing)}, so nothing says which model "
+                           "and images the per-image CSV is of; analyze a CSV that src/inference.py wrote, with its "
+                           ".json.")
 
 
 def group_table(rows, key):
@@ -87,9 +98,11 @@ def worst_gallery(rows, source, count, device, path):
 
 def main(args):
     csv_path = Path(args.per_image_csv)
-    rows, source = per_image.read(csv_path)
     out = Path(args.out) if args.out else csv_path.with_name(csv_path.stem + "_analysis")
-    out.mkdir(parents=True, exist_ok=True)
+    check_folder(out, "--out")
+    rows, source = per_image.read(csv_path)
+    check_source(source, csv_path)
+    make_folder(out)
     text = (f"# Where the model fails\n\nModel `{source['model']}`, {source['split']} split of "
             f"`{source['data_path']}`, {len(rows)} images, scored at the {source['resolution']} resolution.\n\n"
             f"## Per species\n\n{group_table(rows, 'species')}\n\n## Per breed (lowest mean Dice first)\n\n"

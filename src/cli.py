@@ -1,49 +1,12 @@
 """The command line the scripts share: argument types and the flags several scripts take, each declared once."""
 import argparse
-import math
 
+from arg_types import non_negative_int, positive_int
 from device import DEVICES
 from model_names import MODEL_TYPES, canonical_model_type
 from oxford_pet import MODES
 
 DEFAULT_DATA_PATH = "dataset/oxford-iiit-pet"
-
-
-def positive_int(text):
-    """argparse type for batch sizes and epoch counts."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-positive_int.__name__ = "integer of at least 1"
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-non_negative_int.__name__ = "integer of at least 0"
-
-
-def bounded_float(low, high=math.inf, low_open=False, name=""):
-    """argparse type: a finite float in [low, high] (or (low, high] with low_open); name says so in errors."""
-    def parse(text):
-        value = float(text)
-        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-            raise ValueError(text)
-        return value
-    parse.__name__ = name
-    return parse
-
-
-probability = bounded_float(0.0, 1.0, name="probability between 0 and 1")
-positive_float = bounded_float(0.0, low_open=True, name="finite number above 0")
-non_negative_float = bounded_float(0.0, name="finite number of at least 0")
 
 
 def model_type_arg(text):
@@ -63,7 +26,7 @@ def add_data_flags(parser):
 
 def add_device_flags(parser):
     parser.add_argument("--device", default="auto", choices=DEVICES, help="default auto: CUDA, then MPS, then CPU")
-    parser.add_argument("--num_workers", type=int, default=None,
+    parser.add_argument("--num_workers", type=non_negative_int, default=None,
                         help="data loader workers (default: 4 on CUDA, 0 on the CPU)")
 
 

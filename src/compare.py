@@ -11,6 +11,7 @@ import argparse
 import numpy as np
 
 import per_image
+from arg_types import seed_int
 from errors import ProjectError, run_cli
 
 RESAMPLES = 10_000
@@ -22,7 +23,7 @@ def get_args_parser():
     parser.add_argument("a", help="per-image CSV of model A")
     parser.add_argument("b", help="per-image CSV of model B")
     parser.add_argument("--metric", default="dice", choices=["dice", "iou", "boundary_iou"])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation draws")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the bootstrap and permutation draws")
     return parser
 
 

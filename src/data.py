@@ -61,11 +61,18 @@ def build_loader(dataset, batch_size, num_workers, device, sampler=None):
 class SeededSampler(torch.utils.data.DistributedSampler):
     """The training order, shuffled (and sharded under torchrun) by DistributedSampler, with each index paired with
     the seed of its augmentation. Both follow from (seed, epoch) alone, so an epoch is the same whatever the number
-    of workers, with workers that persist between epochs, and after a resume."""
+    of workers, with workers that persist between epochs, and after a resume. With batch_size > 1, an epoch whose
+    last batch would hold a single image leaves that image out: BatchNorm cannot train on one value per channel,
+    which a small image's deepest 1x1 feature maps give."""
 
-    def __init__(self, dataset, seed, rank=0, world_size=1):
+    def __init__(self, dataset, seed, rank=0, world_size=1, batch_size=1):
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.batch_size = batch_size
+        self.drop_single = batch_size > 1 and self.num_samples % batch_size == 1
+
+    def __len__(self):
+        return self.num_samples - self.drop_single
 
     def __iter__(self):
-        for index in super().__iter__():
+        for index in list(super().__iter__())[:len(self)]:
             yield index, int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])

@@ -1,6 +1,7 @@
 """Score a trained model on a split: python src/evaluate.py --model saved_models/X_best_model.pth [--split test].
 
 --model takes a checkpoint of src/train.py (run in PyTorch) or an .onnx file of src/export.py (run in ONNX Runtime).
+--data_path must hold the dataset: a test never downloads it (a mistyped folder is an error, not a new download).
 
 Dice and IoU are computed per image on the foreground class (argmax over the two classes) and averaged over
 images; an image whose prediction and ground truth are both empty scores 1. Dataset-level ("micro") Dice and
@@ -134,7 +135,7 @@ def evaluate_checkpoint(args, device):
     image of args.split; returns (summary, per-image rows, net, checkpoint, dataset)."""
     net, checkpoint = load_model(args.model, device, args.model_type, args.use_cbam)
     record = checkpoint["model_record"]
-    dataset = load_dataset(args.data_path, args.split, None, record["image_size"], not args.no_cache)
+    dataset = load_dataset(args.data_path, args.split, None, record["image_size"], not args.no_cache, download=False)
     rows, summary = score_images(net, dataset, device, record["normalization"], args.batch_size, args.num_workers,
                                  args.tta, args.full_resolution)
     return summary, rows, net, checkpoint, dataset

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.onnx import _constants as onnx_constants
 
-import cli
+import arg_types
 from data import prepare_images
 from errors import ProjectError, run_cli
 from files import atomic_write
@@ -28,14 +29,16 @@ SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "oxford-iiit-pet-samp
 MIN_ARGMAX_AGREEMENT = 0.999
 PARITY_IMAGES = 8
 CPU = torch.device("cpu")
+OPSETS = (onnx_constants.ONNX_MIN_OPSET, onnx_constants.ONNX_MAX_OPSET)  # the operator sets torch.onnx knows
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a checkpoint written by src/train.py")
     parser.add_argument("--out", default=None, help="the ONNX file (default: the checkpoint's path ending in .onnx)")
-    parser.add_argument("--opset", type=cli.positive_int, default=None,
-                        help="ONNX operator set version (default: the exporter's own)")
+    opset = arg_types.bounded_int(*OPSETS, name=f"opset between {OPSETS[0]} and {OPSETS[1]}")
+    parser.add_argument("--opset", type=opset,
+                        default=None, help="ONNX operator set version (default: the exporter's own)")
     parser.add_argument("--data_path", default=str(SAMPLE),
                         help="the dataset whose first test images the parity check reads (default: the bundled sample)")
     return parser
@@ -120,6 +123,8 @@ def main(args):
     if out.suffix.lower() != ".onnx":
         raise ProjectError(f"--out {out} must end in .onnx: that is how src/evaluate.py and src/inference.py tell an "
                            "ONNX file from a checkpoint.")
+    if out.is_dir():
+        raise ProjectError(f"--out {out} is an existing folder; give the path of the .onnx file to write.")
     net, checkpoint = load_trained_model(args.model, CPU)
     results = export_checked(net, checkpoint, out, args.data_path, args.opset)
     print(f"Wrote {out}")

@@ -7,6 +7,7 @@ Without --model, the newest *_best_model.pth in --save_dir is used.
 """
 import argparse
 import glob
+import itertools
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -15,13 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+import arg_types
 import cli
 import per_image
 from data import prepare_images
 from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, image_scores, predict, upsample_probability
-from files import append_csv_row, csv_cells
+from files import append_csv_row, check_folder, csv_cells, make_folder
 from oxford_pet import mask_from_trimap, read_image, read_sample, resize_image
 from recipes import recipe_label
 from runtime import load_model, runtime_name
@@ -37,7 +39,7 @@ def get_args_parser():
                         "newest *_best_model.pth in --save_dir)")
     cli.add_scoring_flags(parser)
     parser.add_argument("--visualize", action="store_true", help="write checkpoints/vis_result_*.png")
-    parser.add_argument("--num_visualize", type=cli.positive_int, default=10)
+    parser.add_argument("--num_visualize", type=arg_types.positive_int, default=10)
     parser.add_argument("--images", nargs="+", default=None, help="your own pictures: files, folders or globs")
     parser.add_argument("--output_dir", default="predictions", help="where --images writes masks and overlays")
     cli.add_output_flags(parser)
@@ -68,12 +70,17 @@ def overlay(image, mask, color=RED, alpha=0.45):
     return out.astype(np.uint8)
 
 
+def probability_at_own_size(net, record, image, device, tta=False):
+    """The H x W pet probability of an H x W x 3 uint8 image, predicted at the model's input size and upsampled."""
+    small = torch.from_numpy(resize_image(image, record["image_size"]).transpose(2, 0, 1).copy())[None]
+    return upsample_probability(predict_probabilities(net, small, device, record, tta)[0], image.shape[:2])
+
+
 def predict_at_original_size(net, record, root, name, device, tta=False):
     """(image, prediction, ground truth, trimap) of a dataset sample at its own size, the prediction made at the
     model's input size and upsampled."""
     image, trimap = read_sample(root, name)
-    small = torch.from_numpy(resize_image(image, record["image_size"]).transpose(2, 0, 1).copy())[None]
-    prob = upsample_probability(predict_probabilities(net, small, device, record, tta)[0], trimap.shape)
+    prob = probability_at_own_size(net, record, image, device, tta)
     return image, prob > 0.5, torch.from_numpy(mask_from_trimap(trimap)).bool(), trimap
 
 
@@ -92,7 +99,8 @@ def write_visualizations(net, dataset, device, record, out_dir, count, tta):
 
 
 def expand_image_paths(patterns):
-    """Files, folders (their image files) and globs, in order, without duplicates."""
+    """Files, folders (their image files) and globs, in order, without duplicates (a file named twice, however
+    spelled, is read once)."""
     found = []
     for pattern in patterns:
         path = Path(pattern)
@@ -102,34 +110,58 @@ def expand_image_paths(patterns):
             found.append(path)
         else:
             found += sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
-    found = list(dict.fromkeys(found))
+    unique = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    found = list(unique.values())
     if not found:
         raise ProjectError(f"--images {' '.join(patterns)} matched no image file (looked for files, folders of "
                            f"{', '.join(sorted(IMAGE_SUFFIXES))} files, and glob patterns).")
     return found
 
 
+def path_key(path):
+    """A file's absolute path in one letter case: names that a case-insensitive file system confuses compare equal."""
+    return str(Path(path).resolve()).casefold()
+
+
+def output_paths(out_dir, stem, taken):
+    """(mask, overlay) paths of a picture named stem: <stem>_mask.png and <stem>_overlay.png, or, where either is
+    in taken (path_key's of the files of the run), those of <stem>_2, <stem>_3, ...; the chosen ones join taken."""
+    for number in itertools.count(1):
+        name = stem if number == 1 else f"{stem}_{number}"
+        paths = (out_dir / f"{name}_mask.png", out_dir / f"{name}_overlay.png")
+        keys = {path_key(path) for path in paths}
+        if not keys & taken:
+            taken |= keys
+            return paths
+
+
 def predict_files(net, record, paths, out_dir, device, tta):
-    """Write <stem>_mask.png (0/255, original resolution) and <stem>_overlay.png for each readable picture."""
+    """Write <stem>_mask.png (0/255, original resolution) and <stem>_overlay.png for each readable picture, never
+    over another output of the run or over a picture given; returns how many pairs were written."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stems = set()
+    make_folder(out_dir)
+    taken = {path_key(path) for path in paths}
+    written = 0
     for path in paths:
         try:
             image = read_image(path, upright=True)
         except ProjectError as error:
             warnings.warn(f"skipped {path}: {error}")
             continue
-        small = torch.from_numpy(resize_image(image, record["image_size"]).transpose(2, 0, 1).copy())[None]
-        prob = predict_probabilities(net, small, device, record, tta)[0]
-        mask = upsample_probability(prob, image.shape[:2]).numpy() > 0.5
-        stem = path.stem if path.stem not in stems else f"{path.stem}_{len(stems)}"
-        stems.add(stem)
-        Image.fromarray((mask * 255).astype(np.uint8)).save(out_dir / f"{stem}_mask.png")
-        Image.fromarray(overlay(image, mask)).save(out_dir / f"{stem}_overlay.png")
-    if not stems:
+        mask = (probability_at_own_size(net, record, image, device, tta) > 0.5).numpy()
+        mask_path, overlay_path = output_paths(out_dir, path.stem, taken)
+        if mask_path.name != f"{path.stem}_mask.png":
+            print(f"{path}: written as {mask_path.name} and {overlay_path.name} ({path.stem}_mask.png or "
+                  f"{path.stem}_overlay.png is another file of this run)")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(mask_path)
+        Image.fromarray(overlay(image, mask)).save(overlay_path)
+        written += 1
+    if not written:
         raise ProjectError(f"none of the {len(paths)} files given with --images could be read as an image.")
-    print(f"Wrote masks and overlays of {len(stems)} images to {out_dir}")
+    print(f"Wrote masks and overlays of {written} images to {out_dir}")
+    return written
 
 
 def result_row(args, checkpoint, metrics, per_image_csv, timestamp, runtime):
@@ -157,6 +189,8 @@ def write_per_image_results(rows, args, checkpoint, timestamp):
 
 
 def main(args):
+    for flag in ("output_dir", "log_dir"):
+        check_folder(getattr(args, flag), f"--{flag}")
     device = choose_device(args.device)
     args.model = Path(args.model) if args.model else newest_best_model(args.save_dir)
     if args.images:

@@ -1,16 +1,17 @@
 """Oxford-IIIT Pet for binary pet/background segmentation: splits, loading and a resize cache (download.py fetches it).
 
 A dataset folder has the release's layout: images/<name>.jpg, annotations/trimaps/<name>.png,
-annotations/trainval.txt and annotations/test.txt (first column the name; lines starting with # are comments).
+annotations/trainval.txt and annotations/test.txt (first column the name; lines starting with # are comments; UTF-8,
+or UTF-16 with a byte-order mark).
 Splits: the i-th name of trainval.txt (0-based) is "valid" when i % 10 == 0 and "train" otherwise; test.txt is
 "test" (3,312 / 368 / 3,669 on the full release). Masks: trimap 1 (pet) and 3 (border) -> 1, 2 (background) -> 0.
 
 Files that are not what their names say: every image is decoded by Pillow, whatever its real format (the release
 has a PNG with alpha and a GIF named .jpg, grayscale and CMYK JPEGs), and converted to 3-channel RGB of its true
-size. Truncated files are never padded. When a dataset is built, a listed sample whose image or trimap is
-missing, unreadable or truncated, whose trimap is not the image's size or holds values other than 1, 2 and 3,
-is skipped, with one warning that counts the skipped samples and names each file and why; a split with nothing
-usable left is a ProjectError.
+size, 16-bit images scaled to 8 bits. Truncated files are never padded. When a dataset is built, a listed sample
+whose image or trimap is missing, unreadable or truncated, whose trimap is not the image's size or holds values
+other than 1, 2 and 3, is skipped, with one warning that counts the skipped samples and names each file and why;
+a split with nothing usable left is a ProjectError.
 
 Resize cache (SimpleOxfordPetDataset, use_cache=True): the first use of a split at a size decodes, checks and
 resizes every sample into <cache folder>/<mode>-<size>-<key>/ (images.npy, trimaps.npy, index.json), where the
@@ -21,6 +22,7 @@ workers only memory-map it. The cache folder is cache_dir when given, else <root
 folder is writable (os.access allows it and it has a write permission bit, so a folder marked read-only is left
 alone even by root), else $XDG_CACHE_HOME (default ~/.cache)/oxford-pet-seg/<hash of the dataset folder's path>.
 """
+import codecs
 import hashlib
 import json
 import os
@@ -41,7 +43,7 @@ from errors import ProjectError
 
 MODES = ("train", "valid", "test")
 TRIMAP_VALUES = (1, 2, 3)
-CACHE_FORMAT = 1  # bump when what the cache holds or how it is resized changes
+CACHE_FORMAT = 2  # bump when what the cache holds or how it is resized changes
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
@@ -55,13 +57,32 @@ def split_lines(root, mode):
     if not list_path.is_file():
         raise ProjectError(f"{list_path} not found; a dataset folder needs the Oxford-IIIT Pet layout: images/, "
                            f"annotations/trimaps/, annotations/trainval.txt and annotations/test.txt.")
-    lines = (line.strip() for line in list_path.read_text().splitlines())
+    lines = (line.strip() for line in read_list_text(list_path).splitlines())
     fields = [line.split() for line in lines if line and not line.startswith("#")]
     if mode != "test":
         fields = [row for i, row in enumerate(fields) if (i % 10 == 0) == (mode == "valid")]
     if not fields:
         raise ProjectError(f"{list_path} lists no {mode} sample.")
     return fields
+
+
+def read_list_text(path):
+    """The text of a split list saved as UTF-8 (with or without a byte-order mark) or as UTF-16 with a byte-order
+    mark; ProjectError naming the file when it is neither."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ProjectError(f"{path} could not be read ({error}).") from None
+    encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise ProjectError(f"{path} is not text in UTF-8, or in UTF-16 with a byte-order mark ({error}); save it "
+                           "as UTF-8.") from None
+    if "\x00" in text:  # UTF-16 without a byte-order mark decodes as UTF-8 with a NUL beside every letter
+        raise ProjectError(f"{path} holds NUL characters, so it is not a list of names in UTF-8 (UTF-16 without a "
+                           "byte-order mark?); save it as UTF-8.")
+    return text
 
 
 def read_split(root, mode):
@@ -89,16 +110,37 @@ def read_image(path, upright=False):
     """Any image Pillow reads, whatever its name says, as H x W x 3 uint8 RGB of its true size.
 
     upright applies the EXIF orientation (for photos; the dataset's trimaps match the stored pixels, so not there).
-    A missing, unreadable or truncated file raises ProjectError.
+    A missing, unreadable or truncated file, or one whose pixel values have no known range, raises ProjectError.
     """
     path = Path(path)
     if not path.is_file():
         raise ProjectError(f"{path}: no such file.")
     try:
         with Image.open(path) as file:
-            return np.array((ImageOps.exif_transpose(file) if upright else file).convert("RGB"))
+            return rgb_array(ImageOps.exif_transpose(file) if upright else file, path)
     except IMAGE_ERRORS as error:
         raise ProjectError(f"{path} could not be read as an image ({error}).") from None
+
+
+def rgb_array(image, path):
+    """An opened image as H x W x 3 uint8 RGB.
+
+    Pillow opens 16-bit RGB and 16-bit grayscale with alpha as 8-bit RGB and RGBA, keeping the high byte of each
+    value, but 16-bit grayscale as "I;16" (older versions: "I"), which its own conversion to RGB clips to white;
+    those keep their high byte here too. An "I" image with values beyond 16 bits and a floating-point "F" image
+    have no known black and white, so they are refused.
+    """
+    if image.mode == "F":
+        raise ProjectError(f"{path} is a floating-point (mode F) image, whose values have no known black and white; "
+                           "save it with 8 or 16 bits per channel.")
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.array(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ProjectError(f"{path} is a mode {image.mode} image with values from {values.min()} to "
+                               f"{values.max()}, beyond 16 bits, so they have no known black and white; save it "
+                               "with 8 or 16 bits per channel.")
+        return np.repeat((values >> 8).astype(np.uint8)[..., None], 3, axis=2)
+    return np.array(image.convert("RGB"))
 
 
 def read_trimap(path, shape):

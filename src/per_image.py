@@ -2,6 +2,8 @@
 what, so that src/analyze.py and src/compare.py need nothing else. Reading it needs no torch."""
 import csv
 import json
+import math
+from collections import Counter
 from pathlib import Path
 
 from errors import ProjectError
@@ -29,21 +31,60 @@ def write(path, rows, source):
 
 
 def read(path):
-    """(rows with their numbers parsed, source) of a per-image CSV and the .json beside it."""
+    """(rows with their numbers parsed, source) of a per-image CSV and the .json beside it; ProjectError for files
+    that are not these: a missing column or cell, a number that is not finite (band_accuracy is NaN for an image
+    without a border band, so there NaN is a score), an image listed twice, no image, a source that is no object."""
     path = Path(path)
     source_path = path.with_suffix(".json")
     if not path.is_file() or not source_path.is_file():
         raise ProjectError(f"{path}: no such per-image CSV with its {source_path.name} beside it; src/inference.py "
                            "writes both when it tests a model on a split.")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not set(COLUMNS) <= set(reader.fieldnames or []):
-            raise ProjectError(f"{path} is not a per-image CSV of src/inference.py; it lacks some of the columns "
-                               f"{', '.join(COLUMNS)}.")
-        try:
-            rows = [dict(row, **{key: float(row[key]) for key in NUMBERS}) for row in reader]
-        except ValueError:
-            raise ProjectError(f"{path}, line {reader.line_num}: a number column holds something else.") from None
+    try:
+        # utf-8-sig: a CSV saved again by a spreadsheet may begin with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not set(COLUMNS) <= set(reader.fieldnames or []):
+                raise ProjectError(f"{path} is not a per-image CSV of src/inference.py; it lacks some of the "
+                                   f"columns {', '.join(COLUMNS)}.")
+            rows = [parse_row(row, path, reader.line_num) for row in reader]
+    except UnicodeDecodeError as error:
+        raise ProjectError(f"{path} is not a per-image CSV of src/inference.py: it is not UTF-8 text "
+                           f"({error}).") from None
     if not rows:
         raise ProjectError(f"{path} lists no image.")
-    return rows, json.loads(source_path.read_text())
+    check_names_unique(rows, path)
+    return rows, read_source(source_path)
+
+
+def parse_row(row, path, line):
+    """A CSV row with its number columns parsed; ProjectError unless each is finite (band_accuracy may be NaN)."""
+    try:
+        numbers = {key: float(row[key]) for key in NUMBERS}
+    except (TypeError, ValueError):  # TypeError: the cells missing from a short row are None
+        raise ProjectError(f"{path}, line {line}: a number column is empty or holds something else.") from None
+    bad = [key for key, value in numbers.items()
+           if not (math.isfinite(value) or (key == "band_accuracy" and math.isnan(value)))]
+    if bad:
+        raise ProjectError(f"{path}, line {line}: {', '.join(bad)} is not a finite number "
+                           f"({', '.join(row[key] for key in bad)}).")
+    return dict(row, **numbers)
+
+
+def check_names_unique(rows, path):
+    """ProjectError when an image has more than one row (two CSVs pasted together, say)."""
+    twice = sorted(name for name, count in Counter(row["name"] for row in rows).items() if count > 1)
+    if twice:
+        raise ProjectError(f"{path} lists {len(twice)} images more than once, such as {twice[:3]}; a per-image CSV of "
+                           "src/inference.py has one row per image.")
+
+
+def read_source(path):
+    """The JSON object beside a per-image CSV."""
+    try:
+        source = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # not JSON, or not UTF-8
+        source = None
+    if not isinstance(source, dict):
+        raise ProjectError(f"{path} is not the JSON object that src/inference.py writes beside a per-image CSV, "
+                           "which says what was tested on what.")
+    return source

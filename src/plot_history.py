@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from errors import ProjectError, run_cli
+from files import make_folder
 from model_names import has_cbam
 
 SHAPE = ('{"args": {"model_type", "batch_size", ...}, "history": [{"epoch", "train_loss", "val_dice", ...}, ...], '
@@ -138,6 +139,8 @@ def plot_histories(histories, labels, out_path, title=None):
     if out_path.suffix[1:].lower() not in FigureCanvasAgg.get_supported_filetypes():
         raise ProjectError(f"--out {out_path}: matplotlib cannot write '{out_path.suffix}' files; use .png, .pdf "
                            "or .svg.")
+    if out_path.is_dir():
+        raise ProjectError(f"--out {out_path} is an existing folder; give the path of the figure to write.")
     fig = Figure(figsize=(13, 5), layout="constrained")
     FigureCanvasAgg(fig)
     ax_dice, ax_loss = fig.subplots(1, 2)
@@ -155,7 +158,7 @@ def plot_histories(histories, labels, out_path, title=None):
     ax_dice.set_title("Validation Dice per epoch (\u2605 best epoch)")
     ax_loss.set_title("Training loss per epoch")
     fig.suptitle(title or "Training runs")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out_path.parent)
     fig.savefig(out_path, dpi=150)
     return out_path
 

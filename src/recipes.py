@@ -4,8 +4,9 @@
 REPORT_RECIPE = {"learning_rate": 1e-4, "loss": "ce", "no_augment": False, "occlusion": False, "cutmix": 0.0,
                  "mixup": 0.0, "mixup_alpha": 0.4, "border": "pet", "schedule": "plateau", "warmup_epochs": 0,
                  "weight_decay": 0.0}
-# Measured on the 717-pair subset at 128 px, batch 8, 8 epochs, seeds 0-2 (README): no pretrained weights.
-IMPROVED_RECIPE = {"loss": "ce+dice", "schedule": "cosine", "warmup_epochs": 1}
+# From scratch: twice the report's learning rate, cosine after a one-epoch warm-up. On the 717-pair subset at
+# 128 px, batch 8, 8 epochs, 3 seeds: test Dice 0.7977 ± 0.0013 against the report's 0.7761 ± 0.0152 (README).
+IMPROVED_RECIPE = {"learning_rate": 2e-4, "schedule": "cosine", "warmup_epochs": 1}
 # Shown only beside the option they tune.
 DEPENDENT = {"mixup_alpha": "mixup"}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import cli
+import arg_types
 import compare
 import inference
 import per_image
@@ -35,7 +35,7 @@ from data import NORMALIZATION
 from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate
-from files import atomic_write, save_json
+from files import atomic_write, check_folder, save_json
 from model_names import MODEL_TYPES, canonical_model_type, has_cbam
 from oxford_pet import load_dataset
 from recipes import IMPROVED_RECIPE, recipe_label
@@ -89,7 +89,8 @@ FIGURES = [
      [Run("Unet", 8), Run("ResNet34_Unet", 8)]),
 ]
 IMPROVED_FIGURE = ("fig4_improved.png", "ResNet34+U-Net at batch size 8: the report's recipe, the improved one "
-                   "(from scratch) and on a pretrained encoder", [Run("ResNet34_Unet", 8), IMPROVED_RUN, PRETRAINED_RUN])
+                   "(from scratch) and on a pretrained encoder",
+                   [Run("ResNet34_Unet", 8), IMPROVED_RUN, PRETRAINED_RUN])
 ARCHITECTURES_FIGURE = ("fig5_architectures.png", "The report's networks and its proposed architectures at batch "
                         "size 8", [Run("Unet", 8), Run("ResNet34_Unet", 8), *PROPOSED_RUNS])
 
@@ -113,7 +114,7 @@ def get_args_parser():
                         "require training from scratch)")
     parser.add_argument("--out", default=None, help="the sweep's folder (default reports/<dataset folder>_<image "
                         "size>px, so the same command finds its runs again)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="train every run once per seed, each seed "
+    parser.add_argument("--seeds", type=arg_types.seed_int, nargs="+", default=None, help="train every run once per seed, each seed "
                         "in its own seed<N>/ folder; REPORT.md gives mean ± standard deviation over seeds and tests "
                         "ResNet34_Unet against Unet at batch 8 on per-image Dice (default: one run per setting, "
                         "with --seed)")
@@ -142,7 +143,7 @@ def parse_runs(text):
     for item in text.split(","):
         model_type, _, batch_size = item.strip().partition(":")
         try:
-            run = Run(canonical_model_type(model_type), cli.positive_int(batch_size))
+            run = Run(canonical_model_type(model_type), arg_types.positive_int(batch_size))
         except ValueError:
             raise ProjectError(f"--runs item {item!r} is not Model:batch_size; write items such as Unet:8 or "
                                f"ResNet34_Unet:16 (models {', '.join(MODEL_TYPES.values())}, any letter case; "
@@ -199,8 +200,10 @@ def resume_state(args):
 
 
 def random_batch(batch_size, image_size):
+    """A training batch of random images, trimaps and their masks, as the loader gives them."""
+    trimaps = torch.randint(1, 4, (batch_size, image_size, image_size), dtype=torch.uint8)
     return {"image": torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8),
-            "mask": torch.randint(0, 2, (batch_size, image_size, image_size))}
+            "mask": (trimaps != 2).to(torch.uint8), "trimap": trimaps}
 
 
 def timed(work):
@@ -442,6 +445,7 @@ def main(args):
     args.epochs = args.epochs or train.RUNTIME_DEFAULTS["epochs"]  # the sweep's plan, for runs it resumes too
     base = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")
+    check_folder(out, "--out")
     device = choose_device(base.device)
     plan = sweep_plan(args, runs, out)
     for item in plan:  # before anything trains, not when the sweep reaches the run

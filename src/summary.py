@@ -6,6 +6,7 @@ import argparse
 
 import torchinfo
 
+import arg_types
 import cli
 from errors import run_cli
 from models import build_model
@@ -15,8 +16,8 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__)
     cli.add_model_type_flag(parser)
     cli.add_cbam_flag(parser)
-    parser.add_argument("--image_size", type=cli.positive_int, default=256)
-    parser.add_argument("--batch_size", type=cli.positive_int, default=1)
+    parser.add_argument("--image_size", type=arg_types.image_size_int, default=256)
+    parser.add_argument("--batch_size", type=arg_types.positive_int, default=1)
     return parser
 
 

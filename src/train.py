@@ -6,6 +6,7 @@
 """
 import argparse
 import math
+import os
 import random
 import sys
 import time
@@ -17,13 +18,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import arg_types
 import cli
-from checkpoint import load_checkpoint, save_checkpoint, training_args
+from checkpoint import (check_optimizer_state, check_training_checkpoint, load_checkpoint, load_resumed_model,
+                        save_checkpoint, training_args)
 from data import NORMALIZATION, SeededSampler, build_loader, prepare_batch
 from device import autocast, grad_scaler, init_distributed, is_main_process
 from errors import ProjectError, run_cli
 from evaluate import evaluate
-from files import save_json
+from files import check_folder, save_json
 from losses import BORDERS, LOSSES, compute_loss, ignore_border
 from mixing import batch_rng, mix_batch
 from models import build_model, check_model_flags, has_cbam, model_record
@@ -43,38 +46,39 @@ def recipe_parser():
     parser = argparse.ArgumentParser(add_help=False)
     cli.add_data_flags(parser)
     cli.add_device_flags(parser)
-    parser.add_argument("--epochs", "-e", type=cli.positive_int, help="default 50; with --resume, the checkpoint's")
-    parser.add_argument("--learning-rate", "-lr", dest="learning_rate", type=cli.positive_float,
+    parser.add_argument("--epochs", "-e", type=arg_types.positive_int,
+                        help="default 50; with --resume, the checkpoint's")
+    parser.add_argument("--learning-rate", "-lr", dest="learning_rate", type=arg_types.positive_float,
                         default=REPORT_RECIPE["learning_rate"])
     cli.add_cbam_flag(parser)
-    parser.add_argument("--image_size", type=cli.positive_int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image_size", type=arg_types.image_size_int, default=256)
+    parser.add_argument("--seed", type=arg_types.seed_int, default=0)
     parser.add_argument("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16")
     parser.add_argument("--no_channels_last", action="store_true", help="keep NCHW memory layout")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under torchrun")
     parser.add_argument("--loss", choices=LOSSES, default=REPORT_RECIPE["loss"],
                         help="ce (the report's), dice, or ce+dice")
-    parser.add_argument("--patience", type=cli.positive_int, default=5,
+    parser.add_argument("--patience", type=arg_types.positive_int, default=5,
                         help="early stopping: epochs without better Dice")
-    parser.add_argument("--lr_patience", type=cli.non_negative_int, default=2,
+    parser.add_argument("--lr_patience", type=arg_types.non_negative_int, default=2,
                         help="ReduceLROnPlateau patience (epochs)")
     parser.add_argument("--no_augment", action="store_true", help="train without augmentation")
     parser.add_argument("--occlusion", action="store_true", help="add random occlusion (CoarseDropout) augmentation")
-    parser.add_argument("--cutmix", type=cli.probability, default=REPORT_RECIPE["cutmix"], metavar="P",
+    parser.add_argument("--cutmix", type=arg_types.probability, default=REPORT_RECIPE["cutmix"], metavar="P",
                         help="per batch with probability P, paste a random box of another image and its mask")
-    parser.add_argument("--mixup", type=cli.probability, default=REPORT_RECIPE["mixup"], metavar="P",
+    parser.add_argument("--mixup", type=arg_types.probability, default=REPORT_RECIPE["mixup"], metavar="P",
                         help="per batch with probability P, blend images and their targets (after --cutmix)")
-    parser.add_argument("--mixup_alpha", type=cli.positive_float, default=REPORT_RECIPE["mixup_alpha"],
+    parser.add_argument("--mixup_alpha", type=arg_types.positive_float, default=REPORT_RECIPE["mixup_alpha"],
                         help="mixup's lambda ~ Beta(alpha, alpha) (default 0.4)")
     parser.add_argument("--border", choices=BORDERS, default=REPORT_RECIPE["border"],
                         help="the trimap's border pixels in the loss: pet (the report's) or ignore (evaluation "
                         "always counts them as pet)")
     parser.add_argument("--schedule", choices=SCHEDULES, default=REPORT_RECIPE["schedule"],
                         help="plateau (the report's ReduceLROnPlateau on validation Dice) or cosine over --epochs")
-    parser.add_argument("--warmup_epochs", type=cli.non_negative_int, default=REPORT_RECIPE["warmup_epochs"],
+    parser.add_argument("--warmup_epochs", type=arg_types.non_negative_int, default=REPORT_RECIPE["warmup_epochs"],
                         help="--schedule cosine: epochs of linear warm-up first")
-    parser.add_argument("--weight_decay", type=cli.non_negative_float, default=REPORT_RECIPE["weight_decay"],
+    parser.add_argument("--weight_decay", type=arg_types.non_negative_float, default=REPORT_RECIPE["weight_decay"],
                         help="AdamW with this decoupled weight decay when above 0 (default: Adam)")
     parser.set_defaults(**{flag: None for flag in ("epochs", "device", "data_path", "no_cache", "compile")})
     return parser
@@ -84,7 +88,7 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      parents=[recipe_parser()])
     cli.add_model_type_flag(parser)
-    parser.add_argument("--batch_size", "-b", type=cli.positive_int, default=4, help="per process under torchrun")
+    parser.add_argument("--batch_size", "-b", type=arg_types.positive_int, default=4, help="per process under torchrun")
     parser.add_argument("--encoder_weights", default=None,
                         help="'imagenet' or a resnet34 .pth (the models with a ResNet34 encoder)")
     parser.add_argument("--resume", default=None, help="a *_last.pth to continue from")
@@ -109,9 +113,38 @@ def output_paths(args):
 def restore_args(args, checkpoint):
     """The checkpoint's settings (today's defaults for flags newer than it), with the runtime flags typed on this
     command line replacing its own."""
-    restored = {**vars(get_args_parser().parse_args([])), **training_args(checkpoint), "resume": args.resume}
+    recorded = training_args(checkpoint)
+    restored = {**vars(get_args_parser().parse_args([])), **recorded, **relocated_paths(recorded, args.resume),
+                "resume": args.resume}
     restored.update({flag: getattr(args, flag) for flag in RUNTIME_DEFAULTS if getattr(args, flag) is not None})
     return argparse.Namespace(**restored)
+
+
+def relocated_paths(recorded, resume):
+    """A resumed run's folders, wherever the command starts: save_dir is the resumed file's folder; log_dir and
+    data_path move with it when the run's folder was moved, or were recorded relative to the folder its training
+    started in (older checkpoints). An absolute data_path that still exists stays."""
+    new_save = Path(os.path.abspath(resume)).parent
+    old_root, new_root = common_root(Path(recorded["save_dir"]), new_save)
+
+    def moved(path):
+        path = Path(path)
+        try:
+            return str(new_root / path.relative_to(old_root))
+        except ValueError:
+            return os.path.abspath(path)
+
+    data_path = Path(recorded["data_path"])
+    keep_data = data_path.is_absolute() and data_path.exists()
+    return {"save_dir": str(new_save), "log_dir": moved(recorded["log_dir"]),
+            "data_path": str(data_path) if keep_data else moved(data_path)}
+
+
+def common_root(old, new):
+    """(old root, new root): old and new with the longest tail of folder names they share taken off."""
+    while old.name and old.name == new.name:
+        old, new = old.parent, new.parent
+    return old, new
 
 
 def fill_runtime_defaults(args):
@@ -138,7 +171,7 @@ def build_datasets(args, rank):
 def build_loaders(args, device, rank, world_size):
     """(training loader in SeededSampler's order, this process's disjoint slice of the validation split)."""
     train_set, valid_set = build_datasets(args, rank)
-    sampler = SeededSampler(train_set, args.seed, rank, world_size)
+    sampler = SeededSampler(train_set, args.seed, rank, world_size, args.batch_size)
     train_loader = build_loader(train_set, args.batch_size, args.num_workers, device, sampler=sampler)
     # Each process scores a disjoint slice of the validation split, with no padding, so summed metrics are exact.
     valid_shard = torch.utils.data.Subset(valid_set, range(rank, len(valid_set), world_size))
@@ -157,6 +190,18 @@ def check_finite(loss_sum, steps, epoch):
                            "stopped without saving this epoch. Try a lower --learning-rate, or drop --amp.")
 
 
+def check_finite_model(model, val_loss, epoch):
+    """A diverging run can keep a finite loss while BatchNorm's running statistics overflow: nothing non-finite may
+    reach a checkpoint."""
+    broken = next((name for name, tensor in model.state_dict().items()
+                   if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if broken or not math.isfinite(val_loss):
+        what = f"the model's {broken} holds inf or NaN" if broken else f"the validation loss became {val_loss}"
+        raise ProjectError(f"the run diverged in epoch {epoch}: {what}; the run stopped without saving this epoch, "
+                           "and the files of the last good epoch are kept. Try a lower --learning-rate, or drop "
+                           "--amp.")
+
+
 @dataclass
 class Training:
     """What a run optimises: the model (unwrapped: what is saved and validated), the module the training step calls
@@ -171,10 +216,16 @@ class Training:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict()}
 
-    def load_state_dicts(self, checkpoint):
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.scaler.load_state_dict(checkpoint["scaler"])
+    def load_state_dicts(self, checkpoint, path):
+        check_optimizer_state(checkpoint, self.optimizer, path)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as error:
+            raise ProjectError(f"--resume {path}: its optimizer, schedule or gradient-scaler state cannot be "
+                               f"restored ({type(error).__name__}: {str(error).strip()[:200]}); it was modified or "
+                               "written by another program. Start afresh with --overwrite.") from None
 
 
 def build_training(args, device, world_size=1, checkpoint=None):
@@ -183,7 +234,7 @@ def build_training(args, device, world_size=1, checkpoint=None):
     model = build_model(args.model_type, use_cbam=args.use_cbam,
                         encoder_weights=None if checkpoint else args.encoder_weights)
     if checkpoint:
-        model.load_state_dict(checkpoint["model"])
+        load_resumed_model(model, checkpoint, args.resume)
     if args.sync_bn and world_size > 1:
         if device.type != "cuda":
             raise ProjectError("--sync_bn needs CUDA devices; SyncBatchNorm does not run on the CPU.")
@@ -198,7 +249,7 @@ def build_training(args, device, world_size=1, checkpoint=None):
     optimizer = build_optimizer(model.parameters(), args, device)
     training = Training(model, step_model, optimizer, build_scheduler(optimizer, args), grad_scaler(device, args.amp))
     if checkpoint:
-        training.load_state_dicts(checkpoint)
+        training.load_state_dicts(checkpoint, args.resume)
     return training
 
 
@@ -254,6 +305,7 @@ class TrainingState:
         self.best_epoch = checkpoint.get("best_epoch", 0)
         self.epochs_without_improvement = checkpoint.get("epochs_without_improvement", 0)
         self.history = list(checkpoint.get("history", []))
+        self.saved_epoch = self.epoch  # the epoch in the *_last.pth on disk
 
     def is_done(self, args):
         return self.epoch >= args.epochs or self.epochs_without_improvement >= args.patience
@@ -297,6 +349,7 @@ def run_epoch(training, loaders, state, device, args):
     train_seconds = time.perf_counter() - start
     metrics = evaluate(training.model, valid_loader, device, NORMALIZATION, amp=args.amp,
                        channels_last=not args.no_channels_last)
+    check_finite_model(training.model, metrics["loss"], epoch)
     step_scheduler(training.scheduler, metrics["dice"])
     row = {"epoch": epoch, "train_loss": train_loss, "val_loss": metrics["loss"], "val_dice": metrics["dice"],
            "val_iou": metrics["iou"], "lr": lr,
@@ -304,6 +357,7 @@ def run_epoch(training, loaders, state, device, args):
     is_best = state.record(row)
     if is_main_process():
         save_epoch(training, state, args, is_best)
+        state.saved_epoch = epoch
         print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, val loss {metrics['loss']:.4f}, "
               f"val Dice {metrics['dice']:.4f}{' (best)' if is_best else ''}, lr {row['lr']:.2e}, "
               f"{row['seconds']:.1f} s, {row['images_per_second']:.1f} img/s (train)")
@@ -324,6 +378,9 @@ def check_recipe(args):
                            "epochs; the cosine schedule needs at least one epoch after the warm-up.")
     if args.warmup_epochs and args.schedule != "cosine":
         raise ProjectError("--warmup_epochs is the warm-up of --schedule cosine; add --schedule cosine, or drop it.")
+    if args.batch_size == 1 and args.image_size < 64:
+        raise ProjectError(f"-b 1 at --image_size {args.image_size}: the deepest feature maps are 1x1, and BatchNorm "
+                           "cannot train on a single value per channel; use -b 2 or more, or --image_size 64 or more.")
     if args.mixup_alpha != REPORT_RECIPE["mixup_alpha"] and not args.mixup:
         raise ProjectError("--mixup_alpha tunes --mixup, which is off; add --mixup P, or drop --mixup_alpha.")
 
@@ -333,11 +390,13 @@ def resolve_args(args):
     checkpoint = None
     if args.resume:
         checkpoint = load_checkpoint(args.resume, "--resume")
-        if not isinstance(checkpoint, dict) or "optimizer" not in checkpoint:
-            raise ProjectError(f"--resume {args.resume} is not a *_last.pth checkpoint of src/train.py "
-                               "(a best model holds no optimizer state to resume from).")
+        check_training_checkpoint(checkpoint, args.resume)
         args = restore_args(args, checkpoint)
     args = fill_runtime_defaults(args)
+    for flag in ("save_dir", "log_dir"):
+        check_folder(getattr(args, flag), f"--{flag}")
+        setattr(args, flag, os.path.abspath(getattr(args, flag)))
+    args.data_path = os.path.abspath(args.data_path)
     check_model_flags(args.model_type, args.use_cbam, args.encoder_weights)
     check_recipe(args)
     last = output_paths(args)["last"]
@@ -377,8 +436,11 @@ def train(args, checkpoint, device, rank, world_size):
             run_epoch(training, loaders, state, device, args)
     except KeyboardInterrupt:
         if is_main_process():
-            print(f"\nInterrupted; the last completed epoch ({state.epoch}) is saved in {paths['last']}. "
-                  f"Continue with: python src/train.py --resume {paths['last']}")
+            if state.saved_epoch:
+                print(f"\nInterrupted; the last saved epoch ({state.saved_epoch}) is in {paths['last']}. "
+                      f"Continue with: python src/train.py --resume {paths['last']}")
+            else:
+                print("\nInterrupted before the first epoch was saved; nothing was written.")
         sys.exit(130)
     if is_main_process():
         print(f"Best validation Dice {state.best_val_dice:.4f} at epoch {state.best_epoch}: {paths['best']}")

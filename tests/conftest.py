@@ -1,4 +1,5 @@
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,23 @@ def train_args(root, *extra):
         "--data_path", str(SAMPLE), "--image_size", "32", "-b", "8", "-e", "1", "--num_workers", "0",
         "--device", "cpu", "--save_dir", str(Path(root) / "saved_models"), "--log_dir", str(Path(root) / "checkpoints"),
         *extra])
+
+
+@contextmanager
+def interrupted_in_epoch(stop_epoch):
+    """Within the block, train.py's epoch stop_epoch ends in Ctrl-C (KeyboardInterrupt), as an interrupted run's."""
+    one_epoch = train.train_one_epoch
+
+    def interrupted(training, loader, device, args, epoch):
+        if epoch == stop_epoch:
+            raise KeyboardInterrupt
+        return one_epoch(training, loader, device, args, epoch)
+
+    train.train_one_epoch = interrupted
+    try:
+        yield
+    finally:
+        train.train_one_epoch = one_epoch
 
 
 def randomize_batchnorm_statistics(model):

@@ -89,3 +89,23 @@ def test_onnx_comparison_is_in_float32_eager_mode(tmp_path):
     args.onnx, args.amp, args.no_loader = True, True, True
     with pytest.raises(ProjectError):
         benchmark.main(args)
+
+
+@pytest.mark.parametrize("argv", [["--image_size", "8"], ["--image_size", "0"], ["-b", "0"], ["--repeats", "0"],
+                                  ["--warmup", "0"], ["--min_seconds", "-1"], ["--min_seconds", "nan"],
+                                  ["--num_workers", "-1"]])
+def test_bad_numbers_exit_with_code_2(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.get_args_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+
+
+def test_an_out_that_is_a_folder_is_refused_before_measuring(tmp_path, monkeypatch):
+    def never_measure(*args):
+        raise AssertionError("measured")
+
+    monkeypatch.setattr(benchmark, "measure", never_measure)
+    args = tiny_args(tmp_path, "Unet")
+    args.out, args.no_loader = str(tmp_path), True
+    with pytest.raises(ProjectError):
+        benchmark.main(args)

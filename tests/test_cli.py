@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-import cli
+import arg_types
 import evaluate
 import inference
 import reproduce
@@ -41,6 +41,6 @@ def test_the_shared_flags_mean_the_same_in_every_script():
 @pytest.mark.parametrize("text", ["0", "-3", "two"])
 def test_positive_int_refuses_what_is_not_a_count(text):
     parser = argparse.ArgumentParser()
-    parser.add_argument("-b", type=cli.positive_int)
+    parser.add_argument("-b", type=arg_types.positive_int)
     with pytest.raises(SystemExit):
         parser.parse_args(["-b", text])

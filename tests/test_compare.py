@@ -45,3 +45,29 @@ def test_the_command_compares_two_files_and_refuses_other_images_or_splits(tmp_p
     for other in (other_images, other_split):
         with pytest.raises(ProjectError):
             compare.main(compare.get_args_parser().parse_args([str(a), str(other)]))
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "1.5", "x"])
+def test_bad_seeds_exit_with_code_2(seed):
+    with pytest.raises(SystemExit) as exit_info:
+        compare.get_args_parser().parse_args(["a.csv", "b.csv", "--seed", seed])
+    assert exit_info.value.code == 2
+
+
+def test_a_seed_of_the_whole_range_is_taken():
+    assert compare.get_args_parser().parse_args(["a.csv", "b.csv", "--seed", str(2**32 - 1)]).seed == 2**32 - 1
+
+
+def test_a_nan_score_is_refused_rather_than_compared(tmp_path):
+    a = write_results(tmp_path / "a_per_image.csv", ["x_1", "x_2"], [0.5, 0.6])
+    b = write_results(tmp_path / "b_per_image.csv", ["x_1", "x_2"], [0.5, float("nan")])
+    with pytest.raises(ProjectError, match="b_per_image.csv"):
+        compare.main(compare.get_args_parser().parse_args([str(a), str(b)]))
+
+
+def test_a_header_only_file_is_refused(tmp_path):
+    a = write_results(tmp_path / "a_per_image.csv", ["x_1", "x_2"], [0.5, 0.6])
+    b = write_results(tmp_path / "b_per_image.csv", ["x_1"], [0.5])
+    b.write_text(",".join(per_image.COLUMNS) + "\n")
+    with pytest.raises(ProjectError, match="b_per_image.csv"):
+        compare.main(compare.get_args_parser().parse_args([str(a), str(b)]))

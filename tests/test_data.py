@@ -32,3 +32,14 @@ def test_seeded_sampler_follows_seed_and_epoch_alone():
     assert first != epoch(0, 2) and first != epoch(1, 1)
     shards = epoch(0, 1, 0, 2) + epoch(0, 1, 1, 2)
     assert sorted(shards) == sorted(first)
+
+
+def test_a_last_training_batch_of_one_image_is_left_out():
+    def batches(size, batch_size, world_size=1):
+        sampler = SeededSampler(range(size), 0, 0, world_size, batch_size)
+        return len(sampler), len(list(sampler))
+
+    assert batches(17, 8) == (16, 16)
+    assert batches(18, 8) == (18, 18)
+    assert batches(17, 1) == (17, 17)
+    assert batches(34, 8, world_size=2) == (16, 16)  # 17 per process

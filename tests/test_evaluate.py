@@ -3,8 +3,10 @@ import pytest
 import torch
 
 import evaluate
+import oxford_pet
 from conftest import SAMPLE
 from data import build_loader
+from errors import ProjectError
 
 
 class ConstantNet(torch.nn.Module):
@@ -100,3 +102,22 @@ def test_an_onnx_export_scores_like_its_checkpoint(trained, exported):
     assert scores[0]["num_images"] == scores[1]["num_images"] > 0
     for key in ("loss", "dice", "iou", "dataset_dice", "dataset_iou"):
         assert scores[1][key] == pytest.approx(scores[0][key], abs=1e-4)
+
+
+@pytest.mark.parametrize("argv", [["-b", "0"], ["--batch_size", "-1"], ["-b", "1.5"], ["--num_workers", "-1"]])
+def test_bad_numbers_exit_with_code_2(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.get_args_parser().parse_args(["--model", "m.pth", *argv])
+    assert exit_info.value.code == 2
+
+
+def test_a_mistyped_data_path_is_an_error_not_a_download(trained, tmp_path, monkeypatch):
+    def never_download(*args):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(oxford_pet, "download_dataset", never_download)
+    _, model = trained
+    typo = tmp_path / "oxford-iiit-pett"
+    with pytest.raises(ProjectError, match="oxford-iiit-pett"):
+        evaluate.evaluate_checkpoint(scoring_args(model, "--data_path", str(typo)), torch.device("cpu"))
+    assert not typo.exists()

@@ -73,3 +73,21 @@ def test_logit_comparison_gives_the_largest_difference_and_the_argmax_agreement(
     actual[0, 0, 0, 1] = 0.5  # the second pixel still picks class 0
     actual[0, 1, 0, 0] = -0.25  # the first pixel now picks class 0
     assert export.compare_logits(expected, actual) == (1.25, 0.5)
+
+
+@pytest.mark.parametrize("opset", ["0", str(export.OPSETS[0] - 1), str(export.OPSETS[1] + 1), "eighteen"])
+def test_an_opset_torch_onnx_does_not_know_exits_with_code_2(opset):
+    with pytest.raises(SystemExit) as exit_info:
+        export.get_args_parser().parse_args(["--model", "m.pth", "--opset", opset])
+    assert exit_info.value.code == 2
+
+
+def test_an_out_that_is_a_folder_is_refused_before_the_model_is_read(tmp_path, monkeypatch):
+    def never_load(*args):
+        raise AssertionError("the model was read")
+
+    monkeypatch.setattr(export, "load_trained_model", never_load)
+    folder = tmp_path / "model.onnx"
+    folder.mkdir()
+    with pytest.raises(ProjectError, match="model.onnx"):
+        export.main(export.get_args_parser().parse_args(["--model", str(tmp_path / "m.pth"), "--out", str(folder)]))

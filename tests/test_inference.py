@@ -11,6 +11,7 @@ import inference
 import per_image
 import train
 from conftest import ROOT, SAMPLE, foreign_onnx_file, train_args
+from data import NORMALIZATION
 from errors import ProjectError, run_cli
 
 
@@ -74,6 +75,94 @@ def test_own_pictures_get_masks_at_their_original_size(trained, tmp_path):
     mask = np.array(Image.open(tmp_path / "out" / "cat_mask.png"))
     assert mask.shape == (45, 70) and set(np.unique(mask)) <= {0, 255}
     assert Image.open(tmp_path / "out" / "dog_overlay.png").size == (20, 30)
+
+
+class NoPetNet(torch.nn.Module):
+    """Predicts background everywhere, so an overlay is its picture unchanged."""
+
+    def forward(self, images):
+        background = torch.full_like(images[:, :1], 10.0)
+        return torch.cat([background, -background], dim=1)
+
+
+RECORD = {"image_size": 32, "normalization": NORMALIZATION}
+
+
+def predict_pictures(paths, out):
+    return inference.predict_files(NoPetNet(), RECORD, inference.expand_image_paths(map(str, paths)), out,
+                                   torch.device("cpu"), tta=False)
+
+
+def save_picture(path, height, width):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((height, width, 3), 100, np.uint8)).save(path)
+    return path
+
+
+def test_pictures_of_the_same_name_never_overwrite_each_others_outputs(tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    # Each picture has its own size, so each output can be told from the others; a_2 is what a second a becomes.
+    pictures = [save_picture(one / "a_2.png", 10, 11), save_picture(one / "a.png", 12, 13),
+                save_picture(two / "a.png", 14, 15), save_picture(one / "a.jpg", 16, 17),
+                save_picture(one / "a_1.png", 18, 19), save_picture(two / "A.png", 20, 21)]
+    out = tmp_path / "out"
+    assert predict_pictures([*pictures, one / "a.png"], out) == len(pictures)
+    assert f"of {len(pictures)} images" in capsys.readouterr().out
+    masks, overlays = sorted(out.glob("*_mask.png")), sorted(out.glob("*_overlay.png"))
+    assert len(masks) == len(overlays) == len(pictures)
+    sizes = sorted(Image.open(path).size for path in pictures)
+    assert sorted(Image.open(path).size for path in masks) == sizes
+    assert sorted(Image.open(path).size for path in overlays) == sizes
+
+
+def test_outputs_never_overwrite_a_picture_given(tmp_path):
+    photos = tmp_path / "photos"
+    save_picture(photos / "a.png", 10, 11)
+    given_mask = save_picture(photos / "a_mask.png", 12, 13)
+    before = given_mask.read_bytes()
+    assert predict_pictures([photos], photos) == 2
+    assert given_mask.read_bytes() == before
+    assert len(list(photos.glob("*_overlay.png"))) == 2
+
+
+def test_16_bit_pictures_are_read_at_their_own_brightness(tmp_path):
+    gray = np.arange(12 * 10, dtype=np.uint16).reshape(10, 12) * 500
+    Image.fromarray(gray).save(tmp_path / "gray16.png")
+    predict_pictures([tmp_path / "gray16.png"], tmp_path / "out")
+    overlay = np.array(Image.open(tmp_path / "out" / "gray16_overlay.png"))
+    assert np.array_equal(overlay, np.repeat((gray >> 8).astype(np.uint8)[..., None], 3, axis=2))
+
+
+@pytest.mark.parametrize("flag", ["--output_dir", "--log_dir"])
+@pytest.mark.parametrize("images", [True, False], ids=["images", "test_split"])
+def test_an_output_folder_that_is_a_file_is_refused_before_the_model_is_read(tmp_path, monkeypatch, flag, images):
+    def fail(*args, **kwargs):
+        raise AssertionError("the model was read")
+
+    monkeypatch.setattr(inference, "load_model", fail)
+    monkeypatch.setattr(inference, "evaluate_checkpoint", fail)
+    existing = tmp_path / "notes.txt"
+    existing.write_text("a file")
+    photo = save_picture(tmp_path / "cat.png", 10, 11)
+    extra = ["--images", str(photo)] if images else []
+    with pytest.raises(ProjectError, match="notes.txt"):
+        inference.main(inference_args(tmp_path, "--model", str(tmp_path / "m.pth"), *extra, flag, str(existing)))
+
+
+@pytest.mark.parametrize("argv", [["-b", "0"], ["--batch_size", "-2"], ["--num_visualize", "0"],
+                                  ["--num_workers", "-1"], ["-b", "two"]])
+def test_bad_numbers_exit_with_code_2(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        inference.get_args_parser().parse_args(["--model", "m.pth", *argv])
+    assert exit_info.value.code == 2
+
+
+def test_a_model_that_is_a_folder_exits_with_a_message(tmp_path, capsys):
+    folder = tmp_path / "model.pth"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(inference.main, inference_args(tmp_path, "--model", str(folder), "--images", str(folder)))
+    assert exit_info.value.code == 2 and "model.pth" in capsys.readouterr().err
 
 
 def test_no_matching_images_is_an_error(trained, tmp_path):

@@ -1,6 +1,9 @@
+import codecs
 import pickle
 import shutil
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -38,6 +41,31 @@ def test_species_come_from_the_list_and_breeds_from_the_names(tmp_path):
     (tmp_path / "annotations" / "test.txt").write_text("Bengal_10 6 1 3\nsaint_bernard_2 30 2 19\nodd_one_4\n")
     assert split_labels(tmp_path, "test") == {
         "Bengal_10": ("cat", "Bengal"), "saint_bernard_2": ("dog", "saint_bernard"), "odd_one_4": ("dog", "odd_one")}
+
+
+LIST = "# name class species breed\nBengal_10 6 1 3\nsaint_bernard_2 30 2 19\n"
+
+
+@pytest.mark.parametrize("data", [LIST.encode(), codecs.BOM_UTF8 + LIST.encode(), LIST.encode("utf-16"),
+                                  codecs.BOM_UTF16_BE + LIST.encode("utf-16-be"), LIST.replace("\n", "\r\n").encode()],
+                         ids=["utf8", "utf8_bom", "utf16_le_bom", "utf16_be_bom", "crlf"])
+def test_lists_in_utf8_or_utf16_with_a_byte_order_mark_give_every_name(tmp_path, data):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "test.txt").write_bytes(data)
+    (tmp_path / "annotations" / "trainval.txt").write_bytes(data)
+    assert read_split(tmp_path, "test") == ["Bengal_10", "saint_bernard_2"]
+    assert read_split(tmp_path, "valid") == ["Bengal_10"] and read_split(tmp_path, "train") == ["saint_bernard_2"]
+    assert split_labels(tmp_path, "test")["Bengal_10"] == ("cat", "Bengal")
+
+
+@pytest.mark.parametrize("data", ["Bengal_10 6 1 3\nchat_\xe9t\xe9_1 6 1 3\n".encode("latin-1"),
+                                  LIST.encode("utf-16-le"), LIST.encode("utf-16")[:-1]],
+                         ids=["latin1", "utf16_without_bom", "truncated_utf16"])
+def test_a_list_that_is_not_utf8_or_marked_utf16_is_an_error_naming_it(tmp_path, data):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "test.txt").write_bytes(data)
+    with pytest.raises(ProjectError, match="test.txt"):
+        read_split(tmp_path, "test")
 
 
 def test_unknown_split_is_an_error(tmp_path):
@@ -79,6 +107,68 @@ def test_odd_image_formats_load_as_rgb_of_true_size(tmp_path):
     assert (images["gif"][:, :6] == [0, 0, 255]).all() and (images["gif"][:, 6:] == [255, 0, 0]).all()
     assert (images["gray"][..., 0] == images["gray"][..., 2]).all()
     assert images["cmyk"].min() > 240  # no ink is white
+
+
+def write_png16(path, values):
+    """A 16-bit PNG of H x W (gray), H x W x 2 (gray, alpha), x 3 (RGB) or x 4 (RGBA) values, written byte by byte:
+    Pillow writes 16-bit PNGs of grayscale only."""
+    values = np.asarray(values, np.uint16)
+    height, width = values.shape[:2]
+    color_type = 0 if values.ndim == 2 else {2: 4, 3: 2, 4: 6}[values.shape[2]]
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in values.reshape(height, -1))
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
+def test_16_bit_images_read_as_their_8_bit_values(tmp_path):
+    rgb = random_rgb()
+    wide = rgb.astype(np.uint16) * 257  # the 16-bit value of 8-bit v is 257 v
+    opaque = np.full((10, 12), 65535)
+    files = {"gray16": wide[..., 0], "gray16_alpha": np.dstack([wide[..., 0], opaque]), "rgb16": wide,
+             "rgba16": np.dstack([wide, opaque])}
+    for name, values in files.items():
+        add_sample(tmp_path, name)
+        write_png16(tmp_path / "images" / f"{name}.jpg", values)
+    add_sample(tmp_path, "gray32", Image.fromarray(wide[..., 0].astype(np.int32)), "TIFF")  # mode I
+    names = [*files, "gray32"]
+    write_lists(tmp_path, test=names)
+    assert Image.open(tmp_path / "images" / "gray16.jpg").mode == "I;16"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = OxfordPetDataset(tmp_path, "test")
+    assert skip_warnings(caught) == [] and dataset.names == names
+    images = {item["name"]: item["image"] for item in dataset}
+    gray = np.repeat(rgb[..., :1], 3, axis=2)
+    for name in ("gray16", "gray16_alpha", "gray32"):
+        assert np.array_equal(images[name], gray), name
+    assert np.array_equal(images["rgb16"], rgb) and np.array_equal(images["rgba16"], rgb)
+    upright = oxford_pet.read_image(tmp_path / "images" / "gray16.jpg", upright=True)
+    assert np.array_equal(upright, gray)
+    cached = SimpleOxfordPetDataset(tmp_path, "test", image_size=8)[0]["image"]
+    assert np.array_equal(cached, oxford_pet.resize_image(gray, 8).transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("image", [Image.fromarray(np.full((10, 12), 0.5, np.float32)),
+                                   Image.fromarray(np.full((10, 12), 70_000, np.int32))], ids=["float", "32_bit"])
+def test_images_of_unknown_range_are_refused_naming_the_file(tmp_path, image):
+    path = tmp_path / "odd.tif"
+    image.save(path)
+    with pytest.raises(ProjectError, match="odd.tif"):
+        oxford_pet.read_image(path)
+
+
+def test_a_trimap_saved_as_16_bit_png_reads_as_1_2_3(tmp_path):
+    make_dataset(tmp_path, ["a"])
+    Image.fromarray(striped_trimap(10, 12).astype(np.uint16)).save(tmp_path / "annotations" / "trimaps" / "a.png")
+    assert Image.open(tmp_path / "annotations" / "trimaps" / "a.png").mode == "I;16"
+    assert np.array_equal(OxfordPetDataset(tmp_path, "test")[0]["trimap"], striped_trimap(10, 12))
+    cached = SimpleOxfordPetDataset(tmp_path, "test", image_size=8)[0]["trimap"]
+    assert np.array_equal(cached, oxford_pet.resize_trimap(striped_trimap(10, 12), 8))
 
 
 def damage_samples(root):

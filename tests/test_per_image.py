@@ -23,3 +23,51 @@ def test_a_csv_without_its_source_or_columns_is_refused(tmp_path):
     lonely.with_suffix(".json").write_text("{}")
     with pytest.raises(ProjectError):
         per_image.read(lonely)
+
+
+def write_one_image(tmp_path):
+    """A per-image CSV of two images with its source; returns the CSV's path."""
+    rows = [dict.fromkeys(per_image.COLUMNS, 1) | {"name": name, "species": "cat", "breed": "Abyssinian",
+                                                   "band_accuracy": float("nan")} for name in ("a_1", "a_2")]
+    path = tmp_path / "m_per_image.csv"
+    per_image.write(path, rows, {"model": "m.pth", "split": "test"})
+    return path
+
+
+def test_a_csv_saved_again_with_a_byte_order_mark_reads_the_same(tmp_path):
+    path = write_one_image(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    rows, _ = per_image.read(path)
+    assert [row["name"] for row in rows] == ["a_1", "a_2"] and rows[0]["band_accuracy"] != rows[0]["band_accuracy"]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda text: "",  # empty
+    lambda text: text.splitlines(keepends=True)[0],  # the header alone
+    lambda text: text.replace("dice,", "", 1),  # a column missing
+    lambda text: text.rstrip("\n").rsplit(",", 3)[0] + "\n",  # the last row cut short
+    lambda text: text.replace("a_2,cat,Abyssinian,1,1,1", "a_2,cat,Abyssinian,1,1,nan", 1),  # a NaN Dice
+    lambda text: text.replace("a_2,cat,Abyssinian,1,1,1", "a_2,cat,Abyssinian,1,1,inf", 1),
+    lambda text: text.replace("a_2,cat,Abyssinian,1,1,1", "a_2,cat,Abyssinian,1,1,", 1),  # an empty cell
+    lambda text: text.replace("a_2,", "a_1,", 1),  # an image twice
+], ids=["empty", "header_only", "missing_column", "short_row", "nan", "infinite", "empty_cell", "duplicate"])
+def test_a_damaged_csv_is_refused_naming_it(tmp_path, damage):
+    path = write_one_image(tmp_path)
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ProjectError, match="m_per_image.csv"):
+        per_image.read(path)
+
+
+@pytest.mark.parametrize("source", ["{\"model\": \"m.pth\"", "[]", "\xff\xfe"], ids=["truncated", "list", "binary"])
+def test_a_damaged_source_is_refused_naming_it(tmp_path, source):
+    path = write_one_image(tmp_path)
+    path.with_suffix(".json").write_bytes(source.encode("latin-1"))
+    with pytest.raises(ProjectError, match="m_per_image.json"):
+        per_image.read(path)
+
+
+def test_a_not_utf8_csv_is_refused(tmp_path):
+    path = write_one_image(tmp_path)
+    path.write_bytes(path.read_bytes().replace(b"Abyssinian", b"Abyssin\xe9"))
+    with pytest.raises(ProjectError, match="m_per_image.csv"):
+        per_image.read(path)

@@ -88,3 +88,14 @@ def test_the_cli_exits_non_zero_without_a_traceback(two_runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code != 0
     assert err.startswith("error: ") and str(bad) in err and "Traceback" not in err
+
+
+def test_an_out_that_is_a_folder_or_inside_a_file_is_refused(two_runs, tmp_path):
+    folder = tmp_path / "curves.png"
+    folder.mkdir()
+    existing = tmp_path / "notes.txt"
+    existing.write_text("a file")
+    for out in (folder, existing / "curves.png"):
+        with pytest.raises(ProjectError):
+            plot_history.main(plot_history.get_args_parser().parse_args([*map(str, two_runs), "--out", str(out)]))
+    assert existing.read_text() == "a file"

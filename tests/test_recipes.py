@@ -15,7 +15,9 @@ def test_the_label_names_what_differs_and_a_pretrained_encoder():
     assert recipe_label({"loss": "ce"}) == "report", "older checkpoints lack the newer flags"
 
 
-def test_the_improved_recipe_is_from_scratch_and_parses():
+def test_the_improved_recipe_is_from_scratch_and_its_flags_parse_to_it():
     assert "encoder_weights" not in IMPROVED_RECIPE and set(IMPROVED_RECIPE) <= set(REPORT_RECIPE)
-    flags = [part for key, value in IMPROVED_RECIPE.items() for part in (f"--{key}", str(value))]
-    assert {key: getattr(train.get_args_parser().parse_args(flags), key) for key in IMPROVED_RECIPE} == IMPROVED_RECIPE
+    parser = train.get_args_parser()
+    flag = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    flags = [part for key, value in IMPROVED_RECIPE.items() for part in (flag[key], str(value))]
+    assert {key: getattr(parser.parse_args(flags), key) for key in IMPROVED_RECIPE} == IMPROVED_RECIPE

@@ -7,7 +7,7 @@ import torchvision
 
 import reproduce
 import train
-from conftest import SAMPLE
+from conftest import SAMPLE, interrupted_in_epoch, train_args
 from errors import ProjectError
 from recipes import IMPROVED_RECIPE, recipe_label
 
@@ -76,21 +76,13 @@ def test_a_sweep_folder_refuses_other_training_settings(quick_sweep):
 
 
 @pytest.mark.slow
-def test_a_run_stopped_after_its_first_epoch_is_resumed_not_restarted(tmp_path, monkeypatch, capsys):
-    real_train_one_epoch = train.train_one_epoch
-
-    def stop_in_epoch_2(training, loader, device, args, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_train_one_epoch(training, loader, device, args, epoch)
-
-    monkeypatch.setattr(train, "train_one_epoch", stop_in_epoch_2)
-    with pytest.raises(SystemExit) as stop:
-        sweep(tmp_path, "--runs", "ResNet34_Unet:32", "-e", "2")
+def test_a_run_stopped_after_its_first_epoch_is_resumed_not_restarted(tmp_path, capsys):
+    with interrupted_in_epoch(2):
+        with pytest.raises(SystemExit) as stop:
+            sweep(tmp_path, "--runs", "ResNet34_Unet:32", "-e", "2")
     assert stop.value.code == 130
     first_epoch = read_history(tmp_path, "ResNet34_Unet_bs32")["history"]
     assert [row["epoch"] for row in first_epoch] == [1]
-    monkeypatch.setattr(train, "train_one_epoch", real_train_one_epoch)
     capsys.readouterr()
     sweep(tmp_path, "--runs", "ResNet34_Unet:32", "-e", "2")
     plan = capsys.readouterr().out
@@ -154,7 +146,7 @@ def test_a_bad_runs_item_is_named_in_the_error(item):
 
 
 @pytest.mark.parametrize("flags", [["--bogus", "1"], ["-b", "8"], ["--save_dir", "x"], ["--overwrite"],
-                                   ["--model_type", "Unet"], ["--resume", "x_last.pth"]])
+                                   ["--model_type", "Unet"], ["--resume", "x_last.pth"], ["--seeds", "-1"]])
 def test_flags_the_sweep_sets_for_each_run_are_refused_before_training(tmp_path, capsys, flags):
     with pytest.raises(SystemExit) as exit_info:
         sweep(tmp_path, *flags)
@@ -166,10 +158,14 @@ def test_flags_the_sweep_sets_for_each_run_are_refused_before_training(tmp_path,
     (["--encoder_weights", "imagenet"], "add --improved"),
     (["--runs", "Unet:8,unet:8"], "twice"),
     (["--seeds", "0", "1", "0"], "twice"),
+    (["--out", "taken_file"], "--out"),
+    (["--runs", "ResNet34_Unet:8", "--improved", "-e", "1"], "warmup_epochs"),
 ])
-def test_flags_the_sweep_cannot_honour_are_refused_before_training(tmp_path, flags, message):
+def test_flags_the_sweep_cannot_honour_are_refused_before_training(tmp_path, flags, message, monkeypatch):
+    (tmp_path / "taken_file").write_text("x")
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ProjectError, match=message):
-        sweep(tmp_path, *flags)
+        sweep(tmp_path, *flags) if "--out" not in flags else reproduce.main(reproduce.parse_args(["--quick", *flags]))
     assert not (tmp_path / "saved_models").exists()
 
 
@@ -191,3 +187,9 @@ def test_seeds_train_each_run_per_seed_and_report_mean_deviation_and_the_paired_
     assert text.count(" ± ") >= 12 and "| Unet_bs8 | 2 |" in text
     assert "paired over 30 images" in text and ("is better" in text or "not distinguishable" in text)
     assert (tmp_path / "fig3_unet_vs_resnet34_unet.png").stat().st_size > 0
+
+
+def test_the_time_estimate_runs_the_training_step_of_every_recipe(tmp_path):
+    args = train_args(tmp_path, "--model_type", "DeepLabV3Plus", "--border", "ignore", "--cutmix", "1", "--mixup", "1",
+                      "--loss", "ce+dice")
+    assert reproduce.seconds_per_epoch(args, torch.device("cpu"), 16, 8) > 0

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import torch
 
 import train
 from checkpoint import load_checkpoint
-from conftest import ROOT, SAMPLE, train_args
+from conftest import ROOT, SAMPLE, interrupted_in_epoch, train_args
 from data import NORMALIZATION, normalize_images
 from errors import ProjectError
 from losses import compute_loss
@@ -180,19 +181,11 @@ RECIPE_FLAGS = ["--model_type", "DeepLabV3Plus", "--cutmix", "0.5", "--mixup", "
 
 
 @pytest.mark.slow
-def test_resuming_a_run_with_the_new_recipe_repeats_the_uninterrupted_one(tmp_path, monkeypatch):
+def test_resuming_a_run_with_the_new_recipe_repeats_the_uninterrupted_one(tmp_path):
     uninterrupted = train.main(train_args(tmp_path / "a", *RECIPE_FLAGS, "-e", "3")).history
-    one_epoch = train.train_one_epoch
-
-    def killed_in_epoch_two(training, loader, device, args, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return one_epoch(training, loader, device, args, epoch)
-
-    monkeypatch.setattr(train, "train_one_epoch", killed_in_epoch_two)
-    with pytest.raises(SystemExit):
-        train.main(train_args(tmp_path / "b", *RECIPE_FLAGS, "-e", "3"))
-    monkeypatch.setattr(train, "train_one_epoch", one_epoch)
+    with interrupted_in_epoch(2):
+        with pytest.raises(SystemExit):
+            train.main(train_args(tmp_path / "b", *RECIPE_FLAGS, "-e", "3"))
     last = tmp_path / "b" / "saved_models" / "DeepLabV3Plus_bs8_last.pth"
     resumed = train.main(train.get_args_parser().parse_args(["--resume", str(last)]))
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
@@ -215,18 +208,109 @@ def test_a_training_batch_ignores_the_border_before_mixing(tmp_path):
     assert (mixed.masks[..., 2] == -100).all() and (mixed.masks[..., 0] == 1).all() and (mixed.masks[..., 1] == 0).all()
 
 
-@pytest.mark.parametrize("flags", [["--cutmix", "1.5"], ["--mixup", "-0.1"], ["--mixup_alpha", "-1"],
-                                   ["--mixup_alpha", "0"], ["--weight_decay", "-1"], ["--warmup_epochs", "-1"],
-                                   ["--schedule", "step"], ["--border", "trimap"], ["-lr", "nan"]])
-def test_recipe_values_out_of_range_are_refused_when_parsed(flags, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        train.get_args_parser().parse_args(flags)
-    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("flags", [["--schedule", "cosine", "--warmup_epochs", "1"],
                                    ["--warmup_epochs", "1", "-e", "5"], ["--mixup_alpha", "1", "-e", "5"]])
 def test_recipe_combinations_that_cannot_work_are_refused_before_training(tmp_path, flags):
     with pytest.raises(ProjectError):
         train.main(train_args(tmp_path, *flags))
     assert not (tmp_path / "saved_models").exists()
+
+
+def copy_of_trained_run(trained, tmp_path):
+    shutil.copytree(trained[0], tmp_path / "run")
+    return tmp_path / "run" / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+
+
+def modified(last, change):
+    checkpoint = load_checkpoint(last)
+    change(checkpoint)
+    torch.save(checkpoint, last)
+    return last
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c["optimizer"]["state"][0].update(exp_avg=torch.zeros(3, 3)),
+    lambda c: c["optimizer"]["param_groups"][0]["params"].pop(),
+    lambda c: c["model"].update({"encoder.conv1.weight": torch.zeros(2, 2)}),
+    lambda c: c["model"].pop("encoder.conv1.weight"),
+    lambda c: c.pop("args"),
+    lambda c: c.update(args={"unrelated": 1}),
+    lambda c: c.update(scheduler="junk"),
+], ids=["optimizer shape", "optimizer count", "model shape", "model key", "no args", "foreign args", "scheduler"])
+def test_a_modified_checkpoint_is_refused_before_anything_uses_it(trained, tmp_path, monkeypatch, change):
+    last = modified(copy_of_trained_run(trained, tmp_path), change)
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: pytest.fail("trained on a refused checkpoint"))
+    with pytest.raises(ProjectError, match="--resume"):
+        train.main(train_args(tmp_path, "--resume", str(last), "-e", "3"))
+
+
+def test_a_diverging_run_keeps_its_last_good_files(trained, tmp_path, monkeypatch):
+    last = copy_of_trained_run(trained, tmp_path)
+    before = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
+
+    def diverging(training, *args):
+        batchnorm = next(m for m in training.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        batchnorm.running_var.fill_(float("inf"))
+        return 0.5
+
+    monkeypatch.setattr(train, "train_one_epoch", diverging)
+    with pytest.raises(ProjectError, match="diverged in epoch 3"):
+        train.main(train.get_args_parser().parse_args(["--resume", str(last), "-e", "3"]))
+    assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == before
+
+
+def test_resume_continues_the_runs_own_files_from_any_folder(trained, tmp_path, monkeypatch):
+    last = copy_of_trained_run(trained, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: 0.5)
+    # an older checkpoint: its folders recorded relative to where its training started (tmp_path/run)
+    modified(last, lambda c: c["args"].update(save_dir="saved_models", log_dir="checkpoints",
+                                              data_path=os.path.relpath(SAMPLE, tmp_path / "run")))
+    train.main(train.get_args_parser().parse_args(["--resume", os.path.relpath(last), "-e", "3"]))
+    history = json.loads((tmp_path / "run" / "checkpoints" / "ResNet34_Unet_bs8_history.json").read_text())
+    assert [row["epoch"] for row in history["history"]] == [1, 2, 3]
+    assert os.listdir(elsewhere) == []
+    assert history["args"]["data_path"] == str(SAMPLE) and history["args"]["save_dir"] == str(last.parent)
+
+
+@pytest.mark.parametrize("flag", ["--save_dir", "--log_dir"])
+def test_an_output_folder_that_is_a_file_is_refused_before_training(tmp_path, flag, monkeypatch):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    monkeypatch.setattr(train, "build_loaders", lambda *a: pytest.fail("started before refusing"))
+    with pytest.raises(ProjectError, match=flag):
+        train.main(train_args(tmp_path, flag, str(taken)))
+
+
+def test_ctrl_c_while_saving_names_the_epoch_on_disk(trained, tmp_path, monkeypatch, capsys):
+    last = copy_of_trained_run(trained, tmp_path)
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: 0.5)
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_epoch", killed)
+    with pytest.raises(SystemExit):
+        train.main(train.get_args_parser().parse_args(["--resume", str(last), "-e", "3"]))
+    out = capsys.readouterr().out
+    assert "epoch (2)" in out and "epoch (3)" not in out
+    assert load_checkpoint(last)["epoch"] == 2
+
+
+@pytest.mark.parametrize("flags", [["--seed", "-1"], ["--num_workers", "-1"], ["--image_size", "8"],
+                                   ["--image_size", "100000"], ["--lr_patience", "-1"], ["-lr", "-1"],
+                                   ["--patience", "0"], ["-b", "0"], ["-e", "0"], ["--cutmix", "1.5"],
+                                   ["--mixup", "-0.1"], ["--mixup_alpha", "-1"], ["--mixup_alpha", "0"],
+                                   ["--weight_decay", "-1"], ["--warmup_epochs", "-1"], ["--schedule", "step"],
+                                   ["--border", "trimap"], ["-lr", "nan"]])
+def test_flag_values_out_of_range_are_refused_when_parsed(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.get_args_parser().parse_args(flags)
+    assert exit_info.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_a_batch_of_one_at_the_smallest_size_is_refused(tmp_path):
+    with pytest.raises(ProjectError, match="-b 1"):
+        train.main(train_args(tmp_path, "-b", "1"))
