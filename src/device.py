@@ -45,16 +45,20 @@ def init_distributed(device_name="auto"):
     """Under torchrun, join the process group (NCCL on CUDA, gloo on the CPU); return (device, rank, world_size)."""
     device = choose_device(device_name)
     if "RANK" not in os.environ or dist.is_initialized():
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        return device, rank, dist.get_world_size() if dist.is_initialized() else 1
+        return device, process_rank(), dist.get_world_size() if dist.is_initialized() else 1
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device, dist.get_rank(), dist.get_world_size()
 
 
+def process_rank():
+    """This process's rank under torchrun; 0 in a single process."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def is_main_process():
-    return not dist.is_initialized() or dist.get_rank() == 0
+    return process_rank() == 0
 
 
 def all_reduce_sum(tensor):

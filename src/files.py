@@ -96,10 +96,10 @@ def atomic_write(path, write):
             os.remove(tmp)
 
 
-def write_synced(tmp, data, mode="w"):
-    """Write data (str or bytes) to tmp and flush it to the disk, so a full disk fails here, not later."""
-    with open(tmp, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-        f.write(data)
+def write_synced(tmp, text):
+    """Write text to tmp and flush it to the disk, so a full disk fails here, not later."""
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
 

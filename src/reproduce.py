@@ -114,7 +114,8 @@ def get_args_parser():
                         "require training from scratch)")
     parser.add_argument("--out", default=None, help="the sweep's folder (default reports/<dataset folder>_<image "
                         "size>px, so the same command finds its runs again)")
-    parser.add_argument("--seeds", type=arg_types.seed_int, nargs="+", default=None, help="train every run once per seed, each seed "
+    parser.add_argument("--seeds", type=arg_types.seed_int, nargs="+", default=None,
+                        help="train every run once per seed, each seed "
                         "in its own seed<N>/ folder; REPORT.md gives mean ± standard deviation over seeds and tests "
                         "ResNet34_Unet against Unet at batch 8 on per-image Dice (default: one run per setting, "
                         "with --seed)")

@@ -23,7 +23,7 @@ import cli
 from checkpoint import (check_optimizer_state, check_training_checkpoint, load_checkpoint, load_resumed_model,
                         save_checkpoint, training_args)
 from data import NORMALIZATION, SeededSampler, build_loader, prepare_batch
-from device import autocast, grad_scaler, init_distributed, is_main_process
+from device import autocast, grad_scaler, init_distributed, is_main_process, process_rank
 from errors import ProjectError, run_cli
 from evaluate import evaluate
 from files import check_folder, save_json
@@ -253,10 +253,6 @@ def build_training(args, device, world_size=1, checkpoint=None):
     return training
 
 
-def dist_rank():
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 def training_batch(batch, device, args, rng):
     """A loader's batch on the device, normalised, its border pixels ignored and CutMix/mixup applied as asked."""
     images, masks = prepare_batch(batch, device, NORMALIZATION, channels_last=not args.no_channels_last)
@@ -273,7 +269,7 @@ def train_one_epoch(training, loader, device, args, epoch):
     steps = 0
     bar = tqdm(loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False, disable=not is_main_process())
     for batch in bar:
-        mixed = training_batch(batch, device, args, batch_rng(args.seed, epoch, steps, dist_rank()))
+        mixed = training_batch(batch, device, args, batch_rng(args.seed, epoch, steps, process_rank()))
         with autocast(device, args.amp):
             logits = training.step_model(mixed.images)
             loss = compute_loss(args.loss, logits, mixed.masks, mixed.other_masks, mixed.lam)

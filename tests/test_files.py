@@ -86,9 +86,9 @@ def test_a_failed_append_leaves_the_csv_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "results.csv"
     append_csv_row(path, {"a": 1, "b": 2})
 
-    def disk_full_midway(tmp, data, mode="w"):
-        with open(tmp, mode) as f:
-            f.write(data[: len(data) // 2])
+    def disk_full_midway(tmp, text):
+        with open(tmp, "w") as f:
+            f.write(text[: len(text) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files, "write_synced", disk_full_midway)
