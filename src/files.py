@@ -2,6 +2,7 @@
 umask gives; CSV rows appended the same way under a lock; temporaries of killed writers removed (no torch)."""
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -34,6 +35,13 @@ def make_folder(folder):
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise ProjectError(f"cannot write into {folder}: it, or a folder above it, is an existing file.") from None
+
+
+def file_identity(path):
+    """{"bytes", "sha256"} of a file: what tells a later reader that the file is still the one that was used."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"bytes": Path(path).stat().st_size, "sha256": digest}
 
 
 def new_file_mode(path):

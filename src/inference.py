@@ -23,7 +23,7 @@ from data import prepare_images
 from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, image_scores, predict, upsample_probability
-from files import append_csv_row, check_folder, csv_cells, make_folder
+from files import append_csv_row, check_folder, csv_cells, file_identity, make_folder
 from oxford_pet import mask_from_trimap, read_image, read_sample, resize_image
 from recipes import recipe_label
 from runtime import load_model, runtime_name
@@ -181,9 +181,12 @@ def write_per_image_results(rows, args, checkpoint, timestamp):
     """<log_dir>/<model>_<split>[_tta][_fullres]_<time>_per_image.csv and its source .json; returns the CSV's path."""
     options = "_tta" * args.tta + "_fullres" * args.full_resolution
     path = per_image.new_path(args.log_dir, f"{Path(args.model).stem}_{args.split}{options}_{timestamp:%Y%m%dT%H%M%S}")
-    source = {"model": str(Path(args.model).resolve()), "data_path": str(Path(args.data_path).resolve()),
+    identity = file_identity(args.model)
+    source = {"model": str(Path(args.model).resolve()), "model_bytes": identity["bytes"],
+              "model_sha256": identity["sha256"], "data_path": str(Path(args.data_path).resolve()),
               "split": args.split, "tta": args.tta, "resolution": "original" if args.full_resolution else "input",
-              "model_record": checkpoint["model_record"]}
+              "image_size": checkpoint["model_record"]["image_size"], "images": len(rows),
+              "model_record": checkpoint["model_record"], "args": checkpoint["args"]}
     per_image.write(path, rows, source)
     return path
 

@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import subprocess
 import sys
 
@@ -35,7 +36,11 @@ def test_test_split_rows_are_appended_and_pictures_written(trained, tmp_path):
     pictures = sorted(tmp_path.glob("vis_result_*.png"))
     assert len(pictures) == 3 and Image.open(pictures[0]).size[0] > 100
     per_image_rows, source = per_image.read(rows[0]["per_image_csv"])
-    assert len(per_image_rows) == first["num_images"] and source["model"] == str(model.resolve())
+    assert len(per_image_rows) == first["num_images"] == source["images"] and source["model"] == str(model.resolve())
+    assert source["model_bytes"] == model.stat().st_size and source["model_sha256"] == hashlib.sha256(
+        model.read_bytes()).hexdigest()
+    assert source["image_size"] == 32 and source["args"]["seed"] == 0
+    assert source["args"]["model_type"] == "ResNet34_Unet"
     assert rows[0]["per_image_csv"] != rows[1]["per_image_csv"] and rows[0]["resolution"] == "input"
     assert rows[0]["recipe"] == "report"
     assert float(rows[0]["boundary_iou"]) == pytest.approx(np.mean([row["boundary_iou"] for row in per_image_rows]),
