@@ -26,7 +26,6 @@ import torch
 import arg_types
 import compare
 import inference
-import per_image
 import plot_history
 import report
 import train
@@ -335,34 +334,23 @@ def seeds_table(runs, results):
     return report.markdown_table(header, cells)
 
 
-def pooled_per_image(rows):
-    """{image: Dice averaged over a setting's seeds}, from the per-image CSVs of its test results."""
-    scores = {}
-    for row in rows:
-        for image in per_image.read(row["per_image_csv"])[0]:
-            scores.setdefault(image["name"], []).append(image["dice"])
-    return {name: float(np.mean(values)) for name, values in scores.items()}
-
-
-def paired_comparison(results, run_a, run_b):
-    """run_b against run_a on per-image test Dice averaged over the seeds, paired by image (src/compare.py)."""
+def paired_comparison(results, seeds, run_a, run_b):
+    """run_b against run_a on per-image test Dice over their seeds and the test images (src/compare.py)."""
     if run_a not in results or run_b not in results:
         return f"Left out: it needs {run_a} and {run_b} in the sweep.\n"
-    a, b = compare.paired(pooled_per_image(results[run_a]), pooled_per_image(results[run_b]), str(run_a), str(run_b))
-    result = compare.compare_scores(a, b)
-    seeds = plural(len(results[run_b]), "seed")
-    return (f"{run_b} (B) against {run_a} (A), per-image test Dice averaged over {seeds}, paired over "
-            f"{result['images']} images: A {result['mean_a']:.4f}, B {result['mean_b']:.4f}; B wins on "
-            f"{result['wins_b']} images, A on {result['wins_a']}. {compare.verdict(result)} (95 % bootstrap "
-            "interval over images, 10,000 resamples; two-sided sign-flip permutation test.)\n")
+    result = compare.compare_files([row["per_image_csv"] for row in results[run_a]],
+                                   [row["per_image_csv"] for row in results[run_b]],
+                                   seeds_a=seeds[run_a], seeds_b=seeds[run_b])
+    lines = compare.summary(result, str(run_a), str(run_b))
+    return f"{run_b} (B) against {run_a} (A):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
-def comparisons(results):
+def comparisons(results, seeds):
     """The report's central comparison, ResNet34_Unet against Unet at batch 8, and with --improved, the improved
     recipe against the report's."""
-    sections = [paired_comparison(results, Run("Unet", 8), Run("ResNet34_Unet", 8))]
+    sections = [paired_comparison(results, seeds, Run("Unet", 8), Run("ResNet34_Unet", 8))]
     if IMPROVED_RUN in results:
-        sections.append(paired_comparison(results, Run("ResNet34_Unet", 8), IMPROVED_RUN))
+        sections.append(paired_comparison(results, seeds, Run("ResNet34_Unet", 8), IMPROVED_RUN))
     return "\n".join(sections)
 
 
@@ -382,17 +370,18 @@ def model_summaries(plan, image_size):
 def write_report(args, base, runs, plan, out, device):
     """REPORT.md with the figures beside it, written atomically once every run is trained and tested."""
     seeded = bool(args.seeds)
-    histories, results = {}, {}
+    histories, results, seeds = {}, {}, {}
     for item in plan:
         histories.setdefault(item.run, []).append(plot_history.load_history(train.output_paths(item.args)["history"]))
         results.setdefault(item.run, []).append(json.loads(test_result_path(item.args).read_text()))
+        seeds.setdefault(item.run, []).append(item.seed)
     proposed = {run.model_type for run in PROPOSED_RUNS} & {run.model_type for run in runs}
     figures = FIGURES + [IMPROVED_FIGURE] * args.improved + [ARCHITECTURES_FIGURE] * bool(proposed)
     if seeded:
         tests = [f"Mean ± sample standard deviation over the seeds {', '.join(map(str, args.seeds))} (n per run), "
                  "of per-image means over the test split; dataset Dice and IoU count the pixels of the whole split "
                  "at once.\n", seeds_table(runs, results) + "\n", "### Is the difference real?\n",
-                 comparisons(results)]
+                 comparisons(results, seeds)]
     else:
         tests = ["Dice and IoU are per-image means over the test split; dataset Dice and IoU count the pixels of the "
                  "whole split at once. One run per setting.\n",

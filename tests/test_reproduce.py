@@ -5,6 +5,7 @@ import pytest
 import torch
 import torchvision
 
+import compare
 import reproduce
 import train
 from conftest import SAMPLE, interrupted_in_epoch, train_args
@@ -185,7 +186,11 @@ def test_seeds_train_each_run_per_seed_and_report_mean_deviation_and_the_paired_
     assert len(read_rows(tmp_path)) == 4
     text = (tmp_path / "REPORT.md").read_text()
     assert text.count(" ± ") >= 12 and "| Unet_bs8 | 2 |" in text
-    assert "paired over 30 images" in text and ("is better" in text or "not distinguishable" in text)
+    rows = {name: [row for row in read_rows(tmp_path) if row["model"].endswith(f"/{name}_best_model.pth")]
+            for name in ("Unet_bs8", "ResNet34_Unet_bs8")}
+    expected = compare.compare_files(*([row["per_image_csv"] for row in rows[name]] for name in rows))
+    assert expected["seeds_a"] == expected["seeds_b"] == [0, 1] and expected["paired"]
+    assert compare.interval_text(expected["seed_interval"]) in text and expected["verdict"] in text
     assert (tmp_path / "fig3_unet_vs_resnet34_unet.png").stat().st_size > 0
 
 
