@@ -175,6 +175,8 @@ def seed_lines(result):
     sign_flip = (f"; exact sign-flip over the {len(result['seeds_a'])} seed pairs p = "
                  f"{p_text(result['seed_sign_flip_p'])}, which cannot go below "
                  f"{p_text(2 / 2 ** len(result['seeds_a']))}" if result["paired"] else "")
+    levene = ("it needs at least 3 seeds per setting" if result["spread_p"] is None
+              else f"p = {p_text(result['spread_p'])}")
     needed = result["seeds_needed"]
     if needed is None:
         power = "no number of seeds detects a difference of 0."
@@ -187,7 +189,7 @@ def seed_lines(result):
             f"interval {interval_text(result['seed_interval'])} (two-level bootstrap: seeds, then images); "
             f"{result['seed_test']} p = {p_text(result['seed_p'])}{sign_flip}.",
             f"Levene's test that A and B spread equally over seeds (sd {result['spread_a']['sd']:.4f} and "
-            f"{result['spread_b']['sd']:.4f}): p = {p_text(result['spread_p'])}.",
+            f"{result['spread_b']['sd']:.4f}): {levene}.",
             f"Seeds needed: {power}"]
 
 

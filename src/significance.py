@@ -138,7 +138,10 @@ def spread(means, seeds):
 
 def spread_p(means_a, means_b):
     """Levene's test (median-centred, Brown-Forsythe) that both settings spread equally over seeds; 1 when neither
-    spreads at all."""
+    spreads at all, None with fewer than 3 seeds in a setting (two values lie equally far from their median, so
+    there is nothing to test)."""
+    if min(len(means_a), len(means_b)) < 3:
+        return None
     if np.ptp(means_a) == np.ptp(means_b) == 0:
         return 1.0
     return nan_as_one(stats.levene(means_a, means_b).pvalue)

@@ -89,6 +89,7 @@ def test_a_setting_that_spreads_much_more_over_seeds_is_told_apart_by_levenes_te
     tight = 0.7 + 0.001 * UNIT_A
     assert significance.spread_p(tight, 0.7 + 0.05 * UNIT_B) < 0.05
     assert significance.spread_p(tight, 0.7 + 0.001 * UNIT_B) > 0.05
+    assert significance.spread_p(tight[:2], 0.7 + 0.05 * UNIT_B) is None
 
 
 def test_spread_names_the_worst_seed():
