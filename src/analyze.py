@@ -77,13 +77,11 @@ def breed_chart(rows, path):
     fig.savefig(path, dpi=150)
 
 
-def worst_gallery(rows, source, count, device, path):
-    """The `count` lowest-Dice images, predicted again by the model the CSV names, drawn at their own size."""
-    model = Path(source["model"])
-    if not model.is_file():
-        raise ProjectError(f"the model {model} that the per-image CSV was scored with is no longer there; the "
-                           "tables and chart are written, the gallery needs the model file.")
-    net, checkpoint = load_model(model, device)
+def worst_gallery(rows, source, csv_path, count, device, path):
+    """The `count` lowest-Dice images, predicted again by the model the CSV names (checked to be the file that was
+    tested), drawn at their own size."""
+    per_image.check_model_file(source, csv_path)
+    net, checkpoint = load_model(Path(source["model"]), device)
     panels = []
     for row in sorted(rows, key=lambda row: row["dice"])[:count]:
         image, pred, true, trimap = predict_at_original_size(net, checkpoint["model_record"], source["data_path"],
@@ -110,7 +108,7 @@ def main(args):
     atomic_write(out / "breeds.md", lambda tmp: Path(tmp).write_text(text))
     breed_chart(rows, out / "dice_per_breed.png")
     with torch.inference_mode():
-        worst_gallery(rows, source, args.worst, choose_device(args.device), out / "worst_images.png")
+        worst_gallery(rows, source, csv_path, args.worst, choose_device(args.device), out / "worst_images.png")
     print(text)
     print(f"Wrote {out / 'breeds.md'}, {out / 'dice_per_breed.png'} and {out / 'worst_images.png'}")
     return out

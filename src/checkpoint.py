@@ -30,11 +30,17 @@ def load_checkpoint(path, what="--model"):
     path = Path(path)
     if not path.is_file():
         raise ProjectError(f"{what} {path}: no such file.")
+    if path.suffix.lower() == ".onnx":
+        raise ProjectError(f"{what} {path} is an ONNX file; this needs a .pth checkpoint written by src/train.py "
+                           "(evaluate.py, inference.py and analyze.py take either).")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     # A damaged or foreign file makes torch.load fail with almost any exception type (KeyError, UnpicklingError, ...).
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Weights only" in reason:
+            # torch's own advice here is to unpickle arbitrary objects, which this project never does
+            reason = "torch's weights-only loader refused an object in it"
         raise ProjectError(
             f"{what} {path} could not be read as a PyTorch checkpoint; it may be truncated, "
             f"from another program, or hold pickled objects that are not plain values ({reason})."

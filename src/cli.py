@@ -7,6 +7,7 @@ from model_names import MODEL_TYPES, canonical_model_type
 from oxford_pet import MODES
 
 DEFAULT_DATA_PATH = "dataset/oxford-iiit-pet"
+NOT_TYPED = object()
 
 
 def model_type_arg(text):
@@ -59,3 +60,13 @@ def add_output_flags(parser):
     parser.add_argument("--save_dir", default="saved_models", help="model checkpoints (default saved_models)")
     parser.add_argument("--log_dir", default="checkpoints",
                         help="histories, inference_result.csv and pictures (default checkpoints)")
+
+
+def typed_flags(build_parser, argv):
+    """{dest: flag} of the options that argv gives explicitly, whatever their values (a value equal to the default
+    counts too): argv is parsed again by a fresh parser whose defaults are all a marker that no typed value is."""
+    probe = build_parser()
+    probe.set_defaults(**dict.fromkeys(vars(probe.parse_args(argv)), NOT_TYPED))
+    typed = {dest for dest, value in vars(probe.parse_args(argv)).items() if value is not NOT_TYPED}
+    # argparse has no public map from a destination to its flags.
+    return {action.dest: action.option_strings[0] for action in probe._actions if action.dest in typed}

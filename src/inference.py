@@ -24,6 +24,7 @@ from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate_checkpoint, format_metrics, image_scores, predict, upsample_probability
 from files import append_csv_row, check_folder, csv_cells, file_identity, make_folder
+from model_names import has_cbam
 from oxford_pet import mask_from_trimap, read_image, read_sample, resize_image
 from recipes import recipe_label
 from runtime import load_model, runtime_name
@@ -42,10 +43,33 @@ def get_args_parser():
     parser.add_argument("--num_visualize", type=arg_types.positive_int, default=10)
     parser.add_argument("--images", nargs="+", default=None, help="your own pictures: files, folders or globs")
     parser.add_argument("--output_dir", default="predictions", help="where --images writes masks and overlays")
+    parser.add_argument("--results_name", default=None, help="the per-image CSV's name begins with this (default: "
+                        "the model file's name)")
     cli.add_output_flags(parser)
     cli.add_data_flags(parser)
     cli.add_device_flags(parser)
     return parser
+
+
+# Flags for a test of a split, and the one flag for --images only; given with the other mode they would do nothing.
+SPLIT_ONLY = ("split", "full_resolution", "visualize", "num_visualize", "results_name", "batch_size", "data_path",
+              "no_cache", "num_workers", "log_dir")
+IMAGES_ONLY = ("output_dir",)
+
+
+def parse_args(argv=None):
+    """inference.py's arguments; a flag that the chosen mode (--images, or a test of a split) would ignore is
+    refused."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    typed = cli.typed_flags(get_args_parser, argv)
+    ignored = [typed[dest] for dest in (SPLIT_ONLY if args.images else IMAGES_ONLY) if dest in typed]
+    if ignored:
+        mode, other = (("--images", "a test of a split") if args.images else
+                       ("a test of a split (no --images)", "--images"))
+        parser.error(f"{', '.join(ignored)} belong to {other} and would be ignored in {mode}; drop them, or run "
+                     "the two separately.")
+    return args
 
 
 def newest_best_model(save_dir):
@@ -169,7 +193,9 @@ def result_row(args, checkpoint, metrics, per_image_csv, timestamp, runtime):
     a new column goes at the end, after those of older files)."""
     record = checkpoint["model_record"]
     return {"timestamp": timestamp.isoformat(timespec="seconds"), "model": str(args.model),
-            "model_type": record["model_type"], "use_cbam": record["use_cbam"], "image_size": record["image_size"],
+            "model_type": record["model_type"],
+            "use_cbam": record["use_cbam"] if has_cbam(record["model_type"]) else "",  # empty: the model has none
+            "image_size": record["image_size"],
             "batch_size": checkpoint["args"]["batch_size"], "split": args.split, "num_images": metrics["num_images"],
             **{key: metrics[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou")}, "tta": args.tta,
             "runtime": runtime, "resolution": "original" if args.full_resolution else "input",
@@ -180,7 +206,8 @@ def result_row(args, checkpoint, metrics, per_image_csv, timestamp, runtime):
 def write_per_image_results(rows, args, checkpoint, timestamp):
     """<log_dir>/<model>_<split>[_tta][_fullres]_<time>_per_image.csv and its source .json; returns the CSV's path."""
     options = "_tta" * args.tta + "_fullres" * args.full_resolution
-    path = per_image.new_path(args.log_dir, f"{Path(args.model).stem}_{args.split}{options}_{timestamp:%Y%m%dT%H%M%S}")
+    name = args.results_name or Path(args.model).stem
+    path = per_image.new_path(args.log_dir, f"{name}_{args.split}{options}_{timestamp:%Y%m%dT%H%M%S}")
     identity = file_identity(args.model)
     source = {"model": str(Path(args.model).resolve()), "model_bytes": identity["bytes"],
               "model_sha256": identity["sha256"], "data_path": str(Path(args.data_path).resolve()),
@@ -217,4 +244,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    run_cli(main, get_args_parser().parse_args())
+    run_cli(main, parse_args())

@@ -38,3 +38,26 @@ def step_scheduler(scheduler, val_dice):
         scheduler.step(val_dice)
     else:
         scheduler.step()
+
+
+def continue_schedule(scheduler):
+    """After a resumed run's schedule state is loaded: the learning rate of its next epoch, from the schedule as
+    this run builds it. The optimizer's saved rate is the one for the next epoch of the schedule it was saved
+    under: the same for a cosine run resumed at its own length, and 0-ish for one extended with a larger --epochs,
+    whose cosine is now spread over the new length. The plateau schedule does not depend on the length."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+
+
+def schedule_outlook(scheduler, args, next_epoch):
+    """One line: the learning rates the rest of the run will train with."""
+    rate = scheduler.optimizer.param_groups[0]["lr"]
+    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        return (f"learning rate {rate:.2e} from epoch {next_epoch}, halved after {args.lr_patience + 1} epochs "
+                "without a better validation Dice (plateau)")
+    base, factor = scheduler.base_lrs[0], scheduler.lr_lambdas[0]
+    rates = [f"{epoch}: {base * factor(epoch - 1):.2e}" for epoch in range(next_epoch, args.epochs + 1)]
+    shown = rates if len(rates) <= 6 else rates[:3] + ["..."] + rates[-2:]
+    return (f"cosine over {args.epochs} epochs (warm-up {args.warmup_epochs}), learning rate by epoch: "
+            + ", ".join(shown))

@@ -7,12 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 from errors import ProjectError
-from files import csv_cells, save_json, write_csv
+from files import csv_cells, file_identity, save_json, write_csv
 
 COLUMNS = ("name", "species", "breed", "width", "height", "dice", "iou", "band_accuracy", "boundary_iou",
            "intersection", "predicted_area", "true_area")
 NUMBERS = ("width", "height", "dice", "iou", "band_accuracy", "boundary_iou", "intersection", "predicted_area",
            "true_area")
+SCORES = ("dice", "iou", "band_accuracy", "boundary_iou")  # each in [0, 1]
 
 
 def new_path(folder, stem):
@@ -53,7 +54,9 @@ def read(path):
     if not rows:
         raise ProjectError(f"{path} lists no image.")
     check_names_unique(rows, path)
-    return rows, read_source(source_path)
+    source = read_source(source_path)
+    check_image_count(rows, source, path)
+    return rows, source
 
 
 def parse_row(row, path, line):
@@ -67,6 +70,11 @@ def parse_row(row, path, line):
     if bad:
         raise ProjectError(f"{path}, line {line}: {', '.join(bad)} is not a finite number "
                            f"({', '.join(row[key] for key in bad)}).")
+    outside = [key for key in SCORES if not (0 <= numbers[key] <= 1 or math.isnan(numbers[key]))]
+    if outside:
+        raise ProjectError(f"{path}, line {line}: {', '.join(outside)} is outside [0, 1] "
+                           f"({', '.join(row[key] for key in outside)}); scores of src/inference.py never are, so "
+                           "the file was changed or is not one of its per-image CSVs.")
     return dict(row, **numbers)
 
 
@@ -76,6 +84,17 @@ def check_names_unique(rows, path):
     if twice:
         raise ProjectError(f"{path} lists {len(twice)} images more than once, such as {twice[:3]}; a per-image CSV of "
                            "src/inference.py has one row per image.")
+
+
+def check_image_count(rows, source, path):
+    """ProjectError when the CSV has other rows than its record counts (a file cut short, or rows added); a record
+    of an older src/inference.py, which has no count, is said in a line."""
+    if "images" not in source:
+        print(f"note: {path.with_suffix('.json')} is from an older src/inference.py: it does not record the number "
+              "of images, the model file's identity or the model's training arguments, so they cannot be checked.")
+    elif source["images"] != len(rows):
+        raise ProjectError(f"{path} has {len(rows)} images, but its record says the test scored {source['images']}; "
+                           "the file was cut short or changed. Test the model again with src/inference.py.")
 
 
 def read_source(path):
@@ -88,3 +107,17 @@ def read_source(path):
         raise ProjectError(f"{path} is not the JSON object that src/inference.py writes beside a per-image CSV, "
                            "which says what was tested on what.")
     return source
+
+
+def check_model_file(source, path):
+    """ProjectError unless the model file the record names is the one that was tested (same size and SHA-256);
+    records of an older src/inference.py, without them, are said in a line by read()."""
+    model = Path(source["model"])
+    if not model.is_file():
+        raise ProjectError(f"the model {model} that {path} was scored with is no longer there; what needs only the "
+                           "CSV is written, what needs the model is not.")
+    if "model_sha256" in source and file_identity(model) != {"bytes": source["model_bytes"],
+                                                             "sha256": source["model_sha256"]}:
+        raise ProjectError(f"the model {model} is not the file that {path} was scored with: it was replaced (a "
+                           "retrained or overwritten run) after that test. Test the model again with "
+                           "src/inference.py, and use the new per-image CSV (what needs only this CSV is written).")

@@ -57,6 +57,7 @@ def parse_row(row, csv_path, line):
     parsed["tta"] = None if row.get("tta") in (None, "") else row["tta"] == "True"
     parsed["runtime"] = row.get("runtime") or "pytorch"  # rows from before ONNX Runtime inference ran in PyTorch
     parsed["recipe"] = row.get("recipe") or "?"  # rows from before the recipe was recorded
+    parsed["resolution"] = row.get("resolution") or "input"  # rows from before --full_resolution scored at input size
     return parsed
 
 
@@ -85,10 +86,10 @@ def cbam_cell(row):
 
 def results_table(rows):
     """Markdown table of evaluations, best per-image Dice first; equal scores keep their CSV order."""
-    header = ["model file", "model type", "CBAM", "batch size", "image size", "split", "images", "Dice", "IoU",
-              "dataset Dice", "dataset IoU", "TTA", "runtime", "recipe"]
+    header = ["model file", "model type", "CBAM", "batch size", "image size", "split", "resolution", "images", "Dice",
+              "IoU", "dataset Dice", "dataset IoU", "TTA", "runtime", "recipe"]
     cells = [[f"`{row['model']}`", row["model_type"], cbam_cell(row), row["batch_size"],
-              f"{row['image_size']}x{row['image_size']}", row["split"], row["num_images"],
+              f"{row['image_size']}x{row['image_size']}", row["split"], row["resolution"], row["num_images"],
               *(f"{row[key]:.4f}" for key in ("dice", "iou", "dataset_dice", "dataset_iou")),
               {True: "yes", False: "no", None: "?"}[row["tta"]], row["runtime"], row["recipe"]]
              for row in sorted(rows, key=lambda row: -row["dice"])]
@@ -106,8 +107,9 @@ def report_markdown(rows, csv_path, split):
     return (f"# Results ({'all splits' if split == 'all' else f'{split} split'})\n\n"
             f"Evaluations from `{csv_path}`, best Dice first. Dice and IoU are per-image means; dataset Dice and "
             "IoU count the pixels of the whole split at once. A model file listed more than once was evaluated "
-            "more than once (TTA: averaged with the flipped image; recipe: the training flags that differ from the "
-            "report's, a pretrained encoder named as such; ?: not recorded).\n\n"
+            "more than once (resolution: scored at the model's input size, or upsampled to each image's own size; TTA: "
+            "averaged with the flipped image; recipe: the training flags that differ from the report's, a pretrained "
+            "encoder named as such; ?: not recorded).\n\n"
             f"{results_table(rows)}\n\n## The report (published)\n\n{published_table()}\n")
 
 

@@ -13,6 +13,7 @@ resumes an interrupted one from its *_last.pth and never tests a model file twic
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -37,7 +38,7 @@ from evaluate import evaluate
 from files import atomic_write, check_folder, save_json
 from model_names import MODEL_TYPES, canonical_model_type, has_cbam
 from oxford_pet import load_dataset
-from recipes import IMPROVED_RECIPE, recipe_label
+from recipes import IMPROVED_RECIPE, recipe_changes, recipe_label
 from summary import model_summary
 
 SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "oxford-iiit-pet-sample"
@@ -46,6 +47,8 @@ REPORT_RUNS = "Unet:8,Unet:16,ResNet34_Unet:8,ResNet34_Unet:16,ResNet34_Unet:32"
 # train.py flags a sweep chooses for each run itself; a command that gives one is refused.
 RECIPE_LABELS = {"report": "", "improved": " improved (from scratch)", "pretrained": " improved, pretrained encoder"}
 SET_BY_SWEEP = ("model_type", "batch_size", "save_dir", "log_dir", "resume", "overwrite")
+# train.py flags that say where and how fast a run trains, not what it is: a sweep folder's runs may differ in them.
+WHERE_AND_HOW = ("device", "num_workers", "no_cache", "compile")
 TIMED_STEPS = 2
 
 
@@ -69,11 +72,20 @@ class Planned:
     args: argparse.Namespace
     state: object
 
+    def title(self):
+        return f"{self.run}{recipe_note(self.run, self.args)}"
+
     def label(self, seeded):
-        return f"{self.run} seed {self.seed}" if seeded else str(self.run)
+        return f"{self.title()} seed {self.seed}" if seeded else self.title()
 
     def is_finished(self):
         return self.state is not None and self.state.is_done(self.args)
+
+
+def recipe_note(run, args):
+    """' (loss=ce+dice, ...)' for a run of the report's recipe that the sweep's recipe flags changed, else ''."""
+    flags = recipe_label(vars(args))
+    return f" ({flags})" if run.recipe == "report" and flags != "report" else ""
 
 
 IMPROVED_RUN = Run("ResNet34_Unet", 8, recipe="improved")
@@ -120,6 +132,8 @@ def get_args_parser():
                         "with --seed)")
     parser.add_argument("--quick", action="store_true", help="defaults for a smoke test: the bundled sample, 64 px, "
                         "1 epoch, --num_workers 0 (flags given explicitly still win)")
+    parser.add_argument("--restart", action="store_true", help="start the --out folder afresh: an earlier study "
+                        "in it is moved aside to <out>.before-<time>/ first (nothing is deleted)")
     return parser
 
 
@@ -175,27 +189,41 @@ def run_args(args, run, out, seed):
 def sweep_plan(args, runs, out):
     """Every training of the sweep, all runs of the first seed first; with --seeds, each seed has its own folder."""
     seeds = args.seeds or [args.seed]
-    return [Planned(run, seed, *resume_state(run_args(args, run, out / f"seed{seed}" if args.seeds else out, seed)))
+    return [Planned(run, seed, *resume_state(run_args(args, run, out / f"seed{seed}" if args.seeds else out, seed),
+                                             out))
             for seed in seeds for run in runs]
 
 
-def resume_state(args):
+def study_settings(args):
+    """What a run is, as the sweep compares it with an earlier run in its folder: every train.py setting but where
+    and how fast it runs and what the sweep sets per run; the dataset folder as an absolute path."""
+    settings = {key: value for key, value in vars(args).items() if key not in WHERE_AND_HOW + SET_BY_SWEEP}
+    return dict(settings, data_path=os.path.abspath(settings["data_path"]))
+
+
+def resume_state(args, out):
     """(args as train.py would resume them, TrainingState) of a run with a *_last.pth; (args, None) without one.
 
-    A run folder holds one setting: a checkpoint trained with other non-runtime flags is an error, not a silent mix
-    (flags newer than the checkpoint are not compared).
+    A sweep folder holds one study: a run trained with other settings (data, size, epochs, recipe, seed, --amp, ...)
+    than the command asks for is an error, not a silent mix. Settings newer than the checkpoint are not compared.
     """
     last = train.output_paths(args)["last"]
     if not last.exists():
         return args, None
     checkpoint = load_checkpoint(last, "the sweep's checkpoint")
-    resumed = train.restore_args(argparse.Namespace(**dict(vars(args), resume=str(last))), checkpoint)
-    fixed = set(vars(args)) & set(training_args(checkpoint)) - set(train.RUNTIME_DEFAULTS) - set(SET_BY_SWEEP)
-    changed = [f"{key} {getattr(resumed, key)!r} there, {getattr(args, key)!r} now" for key in sorted(fixed)
-               if getattr(resumed, key) != getattr(args, key)]
+    recorded = training_args(checkpoint)
+    recorded.update(train.relocated_paths(recorded, last))  # a moved or copied sweep folder finds its own data path
+    filled = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
+    asked = study_settings(filled)
+    there = study_settings(argparse.Namespace(**{**vars(filled), **recorded}))
+    changed = [f"{key} {there[key]!r} there, {asked[key]!r} now" for key in sorted(asked)
+               if key in recorded and there[key] != asked[key]]
     if changed:
-        raise ProjectError(f"{last} was trained with other settings than this command asks for ({'; '.join(changed)}). "
-                           "A sweep folder holds one setting: give the flags it was started with, or another --out.")
+        raise ProjectError(f"the sweep folder {out} holds another study: {last} was trained with other settings than "
+                           f"this command asks for ({'; '.join(changed)}). A sweep folder holds one study: give the "
+                           "flags it was started with, another --out, or --restart to move the earlier study aside "
+                           "and start afresh.")
+    resumed = train.restore_args(argparse.Namespace(**dict(vars(args), resume=str(last))), checkpoint)
     return resumed, train.TrainingState(checkpoint)
 
 
@@ -283,21 +311,24 @@ def train_and_test(item, csv_dir):
         print(f"{best} is already tested: {result_path}")
         return
     args = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
+    recipe = "" if item.run.recipe == "report" else f"_{item.run.recipe}"
+    results_name = f"{train.run_name(args)}{recipe}_seed{item.seed}"
     row = inference.main(inference.get_args_parser().parse_args(
         ["--model", str(best), "--data_path", args.data_path, "--split", "test", "--batch_size", str(args.batch_size),
-         "--device", args.device, "--log_dir", str(csv_dir), *(["--no_cache"] if args.no_cache else []),
+         "--device", args.device, "--log_dir", str(csv_dir), "--results_name", results_name,
+         *(["--no_cache"] if args.no_cache else []),
          *(["--num_workers", str(args.num_workers)] if args.num_workers is not None else [])]))
     save_json(row, result_path)
 
 
-def figure_section(name, title, figure_runs, runs, histories, out):
+def figure_section(name, title, figure_runs, runs, histories, notes, out):
     """Draw one of the report's figures when at least two of its runs are in the sweep; else say why not. With
     several seeds a run is drawn as its mean curve with a band from the lowest to the highest seed."""
     present = [run for run in figure_runs if run in runs]
     missing = ", ".join(str(run) for run in figure_runs if run not in runs)
     if len(present) < 2:
         return f"### {title}\n\nLeft out: {missing} not in --runs.\n"
-    labels = [plot_history.run_label(histories[run][0]) + RECIPE_LABELS[run.recipe] for run in present]
+    labels = [plot_history.run_label(histories[run][0]) + RECIPE_LABELS[run.recipe] + notes[run] for run in present]
     drawn = [histories[run] if len(histories[run]) > 1 else histories[run][0] for run in present]
     plot_history.plot_histories(drawn, labels, out / name, title)
     note = f" ({missing} not in --runs)" if missing else ""
@@ -325,32 +356,33 @@ def mean_and_deviation(values):
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
-def seeds_table(runs, results):
+def seeds_table(runs, results, notes):
     """Test figures per setting over its seeds: mean ± standard deviation, and n."""
     header = ["run", "seeds (n)", *SEED_COLUMNS.values()]
-    cells = [[str(run), len(results[run]),
+    cells = [[f"{run}{notes[run]}", len(results[run]),
               *(mean_and_deviation([float(row[key]) for row in results[run]]) for key in SEED_COLUMNS)]
              for run in runs]
     return report.markdown_table(header, cells)
 
 
-def paired_comparison(results, seeds, run_a, run_b):
+def paired_comparison(results, seeds, notes, run_a, run_b):
     """run_b against run_a on per-image test Dice over their seeds and the test images (src/compare.py)."""
     if run_a not in results or run_b not in results:
         return f"Left out: it needs {run_a} and {run_b} in the sweep.\n"
     result = compare.compare_files([row["per_image_csv"] for row in results[run_a]],
                                    [row["per_image_csv"] for row in results[run_b]],
                                    seeds_a=seeds[run_a], seeds_b=seeds[run_b])
-    lines = compare.summary(result, str(run_a), str(run_b))
-    return f"{run_b} (B) against {run_a} (A):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    name_a, name_b = f"{run_a}{notes[run_a]}", f"{run_b}{notes[run_b]}"
+    lines = compare.summary(result, name_a, name_b)
+    return f"{name_b} (B) against {name_a} (A):\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
-def comparisons(results, seeds):
+def comparisons(results, seeds, notes):
     """The report's central comparison, ResNet34_Unet against Unet at batch 8, and with --improved, the improved
     recipe against the report's."""
-    sections = [paired_comparison(results, seeds, Run("Unet", 8), Run("ResNet34_Unet", 8))]
+    sections = [paired_comparison(results, seeds, notes, Run("Unet", 8), Run("ResNet34_Unet", 8))]
     if IMPROVED_RUN in results:
-        sections.append(paired_comparison(results, seeds, Run("ResNet34_Unet", 8), IMPROVED_RUN))
+        sections.append(paired_comparison(results, seeds, notes, Run("ResNet34_Unet", 8), IMPROVED_RUN))
     return "\n".join(sections)
 
 
@@ -367,21 +399,30 @@ def model_summaries(plan, image_size):
                      for model_type, cbam in use_cbam.items())
 
 
+def test_result(item, out):
+    """A run's test result with its files where they are now: a moved or copied sweep folder reports from its own
+    files, not from the folder they were first written in."""
+    row = json.loads(test_result_path(item.args).read_text())
+    return dict(row, model=str(train.output_paths(item.args)["best"]),
+                per_image_csv=str(out / "checkpoints" / Path(row["per_image_csv"]).name))
+
+
 def write_report(args, base, runs, plan, out, device):
     """REPORT.md with the figures beside it, written atomically once every run is trained and tested."""
     seeded = bool(args.seeds)
     histories, results, seeds = {}, {}, {}
     for item in plan:
         histories.setdefault(item.run, []).append(plot_history.load_history(train.output_paths(item.args)["history"]))
-        results.setdefault(item.run, []).append(json.loads(test_result_path(item.args).read_text()))
+        results.setdefault(item.run, []).append(test_result(item, out))
         seeds.setdefault(item.run, []).append(item.seed)
+    notes = {item.run: recipe_note(item.run, item.args) for item in plan}
     proposed = {run.model_type for run in PROPOSED_RUNS} & {run.model_type for run in runs}
     figures = FIGURES + [IMPROVED_FIGURE] * args.improved + [ARCHITECTURES_FIGURE] * bool(proposed)
     if seeded:
         tests = [f"Mean ± sample standard deviation over the seeds {', '.join(map(str, args.seeds))} (n per run), "
                  "of per-image means over the test split; dataset Dice and IoU count the pixels of the whole split "
-                 "at once.\n", seeds_table(runs, results) + "\n", "### Is the difference real?\n",
-                 comparisons(results, seeds)]
+                 "at once.\n", seeds_table(runs, results, notes) + "\n", "### Is the difference real?\n",
+                 comparisons(results, seeds, notes)]
     else:
         tests = ["Dice and IoU are per-image means over the test split; dataset Dice and IoU count the pixels of the "
                  "whole split at once. One run per setting.\n",
@@ -399,7 +440,7 @@ def write_report(args, base, runs, plan, out, device):
         report.published_table() + "\n",
         "## Figures\n",
         "Validation Dice (the best epoch starred) and training loss per epoch.\n",
-        *(figure_section(*figure, runs, histories, out) for figure in figures),
+        *(figure_section(*figure, runs, histories, notes, out) for figure in figures),
         "## Training\n",
         training_table(plan, seeded) + "\n",
         f"## Models (torchinfo, {base.image_size}x{base.image_size} input)\n",
@@ -418,6 +459,12 @@ def sweep_runs(args):
     if args.improved:
         runs += [run for run in PROPOSED_RUNS if run not in runs] + [IMPROVED_RUN]
         runs += [PRETRAINED_RUN] * bool(args.improved_encoder_weights)
+    recipe_flags = recipe_changes(vars(args))
+    if args.improved and recipe_flags:
+        raise ProjectError(f"--improved compares the report's recipe with the improved one, so the recipe flags "
+                           f"{', '.join(recipe_flags)} given with it would make its 'report' runs something else; "
+                           "drop them, or sweep a recipe of your own without --improved (its runs are then labelled "
+                           "by their flags).")
     if args.improved_encoder_weights and not args.improved:
         raise ProjectError("--encoder_weights adds the pretrained-encoder run of --improved; add --improved, or "
                            "drop it (the report's runs train from scratch).")
@@ -425,6 +472,14 @@ def sweep_runs(args):
         raise ProjectError(f"--no_cbam switches CBAM off in the sweep's runs that have it, and none of {args.runs} "
                            "does; drop the flag.")
     return runs
+
+
+def move_aside(out):
+    """--restart: an existing sweep folder becomes <out>.before-<time>, so the sweep starts afresh and loses nothing."""
+    if out.exists() and any(out.iterdir()):
+        aside = out.with_name(f"{out.name}.before-{datetime.now():%Y%m%dT%H%M%S}")
+        out.rename(aside)
+        print(f"--restart: the earlier study in {out} is now in {aside}")
 
 
 def main(args):
@@ -436,6 +491,8 @@ def main(args):
     base = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")
     check_folder(out, "--out")
+    if args.restart:
+        move_aside(out)
     device = choose_device(base.device)
     plan = sweep_plan(args, runs, out)
     for item in plan:  # before anything trains, not when the sweep reaches the run

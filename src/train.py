@@ -30,15 +30,19 @@ from files import check_folder, save_json
 from losses import BORDERS, LOSSES, compute_loss, ignore_border
 from mixing import batch_rng, mix_batch
 from models import build_model, check_model_flags, has_cbam, model_record
-from optimization import SCHEDULES, build_optimizer, build_scheduler, step_scheduler
+from optimization import (SCHEDULES, build_optimizer, build_scheduler, continue_schedule, schedule_outlook,
+                          step_scheduler)
 from oxford_pet import load_dataset
 from recipes import REPORT_RECIPE
 from transforms import SegmentationTransform
 
 # The flags that say where and how long to run. They default to None, "not typed": on --resume the typed ones
 # replace the checkpoint's, and what neither sets gets these defaults.
+# --amp and --no_channels_last are among them: a run continues under either (its gradient scaler starts afresh when
+# it had none), though no longer as the uninterrupted run would.
 RUNTIME_DEFAULTS = {"epochs": 50, "device": "auto", "num_workers": None, "data_path": cli.DEFAULT_DATA_PATH,
-                    "no_cache": False, "compile": False, "save_dir": "saved_models", "log_dir": "checkpoints"}
+                    "no_cache": False, "compile": False, "save_dir": "saved_models", "log_dir": "checkpoints",
+                    "amp": False, "no_channels_last": False}
 
 
 def recipe_parser():
@@ -80,7 +84,8 @@ def recipe_parser():
                         help="--schedule cosine: epochs of linear warm-up first")
     parser.add_argument("--weight_decay", type=arg_types.non_negative_float, default=REPORT_RECIPE["weight_decay"],
                         help="AdamW with this decoupled weight decay when above 0 (default: Adam)")
-    parser.set_defaults(**{flag: None for flag in ("epochs", "device", "data_path", "no_cache", "compile")})
+    parser.set_defaults(**{flag: None for flag in ("epochs", "device", "data_path", "no_cache", "compile", "amp",
+                                                   "no_channels_last")})
     return parser
 
 
@@ -96,6 +101,23 @@ def get_args_parser():
     cli.add_output_flags(parser)
     parser.set_defaults(save_dir=None, log_dir=None)
     return parser
+
+
+def parse_args(argv=None):
+    """train.py's arguments; with --resume, a typed flag that would change the run (not one of RUNTIME_DEFAULTS) is
+    refused, since the run continues with the checkpoint's own settings."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        fixed = [flag for dest, flag in cli.typed_flags(get_args_parser, argv).items()
+                 if dest not in RUNTIME_DEFAULTS and dest != "resume"]
+        if fixed:
+            runtime = ", ".join(f"--{flag}" for flag in RUNTIME_DEFAULTS)
+            parser.error(f"--resume continues a run with the settings it was trained with, so {', '.join(fixed)} "
+                         f"cannot apply to it; only {runtime} can be given with --resume. To train with other "
+                         "settings, start a new run without --resume (with --overwrite, or another --save_dir, to "
+                         "keep it apart from this one).")
+    return args
 
 
 def run_name(args):
@@ -221,7 +243,8 @@ class Training:
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scheduler.load_state_dict(checkpoint["scheduler"])
-            self.scaler.load_state_dict(checkpoint["scaler"])
+            if checkpoint["scaler"] or not self.scaler.is_enabled():  # a run trained without a scaler starts one
+                self.scaler.load_state_dict(checkpoint["scaler"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as error:
             raise ProjectError(f"--resume {path}: its optimizer, schedule or gradient-scaler state cannot be "
                                f"restored ({type(error).__name__}: {str(error).strip()[:200]}); it was modified or "
@@ -235,7 +258,10 @@ def build_training(args, device, world_size=1, checkpoint=None):
                         encoder_weights=None if checkpoint else args.encoder_weights)
     if checkpoint:
         load_resumed_model(model, checkpoint, args.resume)
-    if args.sync_bn and world_size > 1:
+    if args.sync_bn and world_size == 1:
+        raise ProjectError("--sync_bn makes BatchNorm share its statistics between the processes of torchrun; a "
+                           "single process has none to share. Drop it, or start with torchrun --nproc_per_node N.")
+    if args.sync_bn:
         if device.type != "cuda":
             raise ProjectError("--sync_bn needs CUDA devices; SyncBatchNorm does not run on the CPU.")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -250,6 +276,7 @@ def build_training(args, device, world_size=1, checkpoint=None):
     training = Training(model, step_model, optimizer, build_scheduler(optimizer, args), grad_scaler(device, args.amp))
     if checkpoint:
         training.load_state_dicts(checkpoint, args.resume)
+        continue_schedule(training.scheduler)
     return training
 
 
@@ -359,12 +386,14 @@ def run_epoch(training, loaders, state, device, args):
               f"{row['seconds']:.1f} s, {row['images_per_second']:.1f} img/s (train)")
 
 
-def print_banner(args, device, world_size, loaders):
+def print_banner(args, device, world_size, loaders, training, state):
     train_loader, valid_loader = loaders
     print(f"Training {run_name(args)} on {device} ({world_size} process{'es' if world_size > 1 else ''}): "
           f"{len(train_loader.dataset)} train / {len(valid_loader.dataset.dataset)} valid images "
           f"at {args.image_size}x{args.image_size}")
     print("  " + ", ".join(f"{key}={value}" for key, value in vars(args).items()))
+    if not state.is_done(args):
+        print(f"  schedule: {schedule_outlook(training.scheduler, args, state.epoch + 1)}")
 
 
 def check_recipe(args):
@@ -402,9 +431,26 @@ def resolve_args(args):
     return args, checkpoint
 
 
+def finished_before_starting(args, checkpoint):
+    """Whether a resumed run has nothing left to train (said in a line); ProjectError when it stopped early and a
+    larger --epochs asks for more, which early stopping does not give."""
+    state = TrainingState(checkpoint)
+    if not checkpoint or not state.is_done(args):
+        return False
+    if state.epochs_without_improvement >= args.patience and state.epoch < args.epochs:
+        raise ProjectError(f"--resume {args.resume}: the run stopped early at epoch {state.epoch}, after "
+                           f"{state.epochs_without_improvement} epochs without a better validation Dice (--patience "
+                           f"{args.patience}), so -e {args.epochs} does not continue it. Start a new run with a larger "
+                           "--patience to train longer.")
+    print(f"{args.resume} is finished: it trained {state.epoch} of {args.epochs} epochs; give a larger -e to train on.")
+    return True
+
+
 def main(args):
     """Train one run; returns its TrainingState."""
     args, checkpoint = resolve_args(args)
+    if finished_before_starting(args, checkpoint):
+        return TrainingState(checkpoint)
     device, rank, world_size = init_distributed(args.device)
     try:
         state = train(args, checkpoint, device, rank, world_size)
@@ -426,7 +472,7 @@ def train(args, checkpoint, device, rank, world_size):
     state = TrainingState(checkpoint)
     paths = output_paths(args)
     if is_main_process():
-        print_banner(args, device, world_size, loaders)
+        print_banner(args, device, world_size, loaders, training, state)
     try:
         while not state.is_done(args):
             run_epoch(training, loaders, state, device, args)
@@ -445,4 +491,4 @@ def train(args, checkpoint, device, rank, world_size):
 
 
 if __name__ == "__main__":
-    run_cli(main, get_args_parser().parse_args())
+    run_cli(main, parse_args())

@@ -1,4 +1,7 @@
+import shutil
+
 import pytest
+import torch
 from PIL import Image
 
 import analyze
@@ -55,3 +58,18 @@ def test_bad_numbers_exit_with_code_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         analyze.get_args_parser().parse_args(["m_per_image.csv", *argv])
     assert exit_info.value.code == 2
+
+
+def test_the_gallery_is_refused_when_the_model_file_was_replaced_after_the_test(trained, tmp_path):
+    _, model = trained
+    copy = tmp_path / "m_best_model.pth"
+    shutil.copy(model, copy)
+    row = inference.main(inference.get_args_parser().parse_args([
+        "--model", str(copy), "--data_path", str(SAMPLE), "--device", "cpu", "--num_workers", "0",
+        "--log_dir", str(tmp_path)]))
+    checkpoint = torch.load(copy, weights_only=True)
+    checkpoint["epoch"] += 1  # the same name, another file: a run trained again under it
+    torch.save(checkpoint, copy)
+    with pytest.raises(ProjectError):
+        analyze.main(analyze.get_args_parser().parse_args([row["per_image_csv"], "-k", "3", "--device", "cpu"]))
+    assert not list(tmp_path.glob("*_analysis/worst_images.png"))

@@ -3,6 +3,7 @@ import argparse
 import pytest
 
 import arg_types
+import cli
 import evaluate
 import inference
 import reproduce
@@ -44,3 +45,9 @@ def test_positive_int_refuses_what_is_not_a_count(text):
     parser.add_argument("-b", type=arg_types.positive_int)
     with pytest.raises(SystemExit):
         parser.parse_args(["-b", text])
+
+
+def test_typed_flags_are_those_given_whatever_their_values():
+    typed = cli.typed_flags(train.get_args_parser, ["-lr", "1e-4", "--no_cbam", "--epochs=3", "--amp"])
+    assert typed == {"learning_rate": "--learning-rate", "use_cbam": "--no_cbam", "epochs": "--epochs", "amp": "--amp"}
+    assert cli.typed_flags(train.get_args_parser, []) == {}

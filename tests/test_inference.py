@@ -1,6 +1,7 @@
 import csv
 import hashlib
 import subprocess
+from datetime import datetime
 import sys
 
 import numpy as np
@@ -198,7 +199,7 @@ def test_the_proposed_architectures_train_and_are_tested_like_the_reports(tmp_pa
     model = tmp_path / "saved_models" / f"{model_type}_bs8_best_model.pth"
     row = inference.main(inference_args(tmp_path, "--model", str(model), "--tta", "--visualize",
                                         "--num_visualize", "2"))
-    assert (row["model_type"], row["use_cbam"], row["tta"]) == (model_type, True, True) and row["num_images"] > 0
+    assert (row["model_type"], row["use_cbam"], row["tta"]) == (model_type, "", True) and row["num_images"] > 0
     assert len(list(tmp_path.glob("vis_result_*.png"))) == 2
     photo = tmp_path / "cat.jpg"
     Image.fromarray(np.full((45, 70, 3), 120, np.uint8)).save(photo)
@@ -233,3 +234,31 @@ def test_a_foreign_onnx_file_exits_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(inference.main, inference_args(tmp_path, "--model", str(path)))
     assert exit_info.value.code == 2 and path.name in capsys.readouterr().err
+
+
+def test_the_cbam_cell_is_empty_for_models_without_cbam():
+    args = inference.parse_args(["--model", "m.pth"])
+    metrics = dict.fromkeys(["num_images", "dice", "iou", "dataset_dice", "dataset_iou", "band_accuracy",
+                             "boundary_iou"], 1)
+    cells = {}
+    for model_type in ("HRNet", "DeepLabV3Plus", "Unet", "ResNet34_Unet"):
+        checkpoint = {"model_record": {"model_type": model_type, "use_cbam": True, "image_size": 32},
+                      "args": {"batch_size": 8}}
+        cells[model_type] = inference.result_row(args, checkpoint, metrics, "x.csv", datetime.now(), "pytorch")[
+            "use_cbam"]
+    assert cells == {"HRNet": "", "DeepLabV3Plus": "", "Unet": "", "ResNet34_Unet": True}
+
+
+@pytest.mark.parametrize("flags", [["--images", "a.jpg", "--visualize"], ["--images", "a.jpg", "--split", "test"],
+                                   ["--images", "a.jpg", "--full_resolution"], ["--images", "a.jpg", "--num_visualize",
+                                                                                 "3"],
+                                   ["--images", "a.jpg", "-b", "8"], ["--output_dir", "out"]])
+def test_a_flag_the_chosen_mode_would_ignore_is_refused(flags):
+    with pytest.raises(SystemExit) as exit_info:
+        inference.parse_args(["--model", "m.pth", *flags])
+    assert exit_info.value.code == 2
+
+
+def test_the_flags_of_each_mode_are_taken():
+    assert inference.parse_args(["--images", "a.jpg", "--tta", "--output_dir", "out"]).tta
+    assert inference.parse_args(["--split", "valid", "--visualize", "--full_resolution"]).split == "valid"

@@ -2,6 +2,7 @@ import pytest
 
 import per_image
 from errors import ProjectError
+from files import file_identity
 
 
 def test_rows_and_their_source_round_trip_and_names_are_never_reused(tmp_path):
@@ -71,3 +72,44 @@ def test_a_not_utf8_csv_is_refused(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"Abyssinian", b"Abyssin\xe9"))
     with pytest.raises(ProjectError, match="m_per_image.csv"):
         per_image.read(path)
+
+
+def write_counted(tmp_path, count=3, **changes):
+    rows = [dict.fromkeys(per_image.COLUMNS, 1) | {"name": f"a_{index}", "species": "cat", "breed": "Abyssinian",
+                                                   "band_accuracy": float("nan"), **changes} for index in range(count)]
+    path = tmp_path / "m_per_image.csv"
+    per_image.write(path, rows, {"model": "m.pth", "split": "test", "images": count})
+    return path
+
+
+def test_a_csv_cut_short_at_a_row_boundary_is_refused(tmp_path):
+    path = write_counted(tmp_path)
+    assert len(per_image.read(path)[0]) == 3
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+    with pytest.raises(ProjectError):
+        per_image.read(path)
+
+
+@pytest.mark.parametrize("score", ["dice", "iou", "boundary_iou", "band_accuracy"])
+def test_a_score_outside_zero_to_one_is_refused(tmp_path, score):
+    with pytest.raises(ProjectError):
+        per_image.read(write_counted(tmp_path, **{score: 7.5}))
+
+
+def test_an_older_record_without_a_count_reads_and_says_what_cannot_be_checked(tmp_path, capsys):
+    path = write_one_image(tmp_path)
+    assert len(per_image.read(path)[0]) == 2 and capsys.readouterr().out
+
+
+def test_a_replaced_model_file_is_told_apart_from_the_one_that_was_tested(tmp_path):
+    model = tmp_path / "m.pth"
+    model.write_bytes(b"the model that was tested")
+    source = {"model": str(model), **{f"model_{key}": value for key, value in file_identity(model).items()}}
+    per_image.check_model_file(source, "m_per_image.csv")
+    model.write_bytes(b"a model trained again")
+    with pytest.raises(ProjectError):
+        per_image.check_model_file(source, "m_per_image.csv")
+    model.unlink()
+    with pytest.raises(ProjectError):
+        per_image.check_model_file(source, "m_per_image.csv")

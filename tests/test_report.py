@@ -47,7 +47,8 @@ def test_table_is_sorted_best_first_and_keeps_repeated_evaluations(results_csv, 
     text = report.main(report.get_args_parser().parse_args(["--csv", str(results_csv), "--out", str(out)]))
     assert out.read_text() == text and text in capsys.readouterr().out
     rows = table_lines(text)
-    assert [line.split(" | ")[7] for line in rows] == ["0.9270", "0.9262", "0.9180", "0.9150", "0.9101"]
+    assert [line.split(" | ")[8] for line in rows] == ["0.9270", "0.9262", "0.9180", "0.9150", "0.9101"]
+    assert {line.split(" | ")[6] for line in rows} == {"input"}  # rows from before the resolution column
     assert sum("ResNet34_Unet_bs8_best_model.pth" in line for line in rows) == 2
     assert "| yes |" in rows[0] and "| no | 8 |" in rows[2] and "| HRNet | n/a |" in rows[3] and "| n/a |" in rows[4]
     assert "0.9500" not in text  # a validation-split row with --split test
@@ -112,3 +113,10 @@ def test_the_scripts_that_only_read_results_import_no_torch():
     code = "import sys; import report, plot_history, compare; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "src", capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def test_the_resolution_a_row_was_scored_at_is_shown(tmp_path):
+    rows = [result("a.pth", "Unet", 0.9) | {"resolution": "original"}, result("b.pth", "Unet", 0.8)]
+    path = write_csv(tmp_path / "inference_result.csv", rows, header=HEADER + ["resolution"])
+    text = report.report_markdown(report.read_results(path), path, "test")
+    assert [line.split(" | ")[6] for line in table_lines(text)] == ["original", "input"]

@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -161,6 +162,7 @@ def test_flags_the_sweep_sets_for_each_run_are_refused_before_training(tmp_path,
     (["--seeds", "0", "1", "0"], "twice"),
     (["--out", "taken_file"], "--out"),
     (["--runs", "ResNet34_Unet:8", "--improved", "-e", "1"], "warmup_epochs"),
+    (["--improved", "-lr", "2e-4"], "learning_rate"),
 ])
 def test_flags_the_sweep_cannot_honour_are_refused_before_training(tmp_path, flags, message, monkeypatch):
     (tmp_path / "taken_file").write_text("x")
@@ -198,3 +200,61 @@ def test_the_time_estimate_runs_the_training_step_of_every_recipe(tmp_path):
     args = train_args(tmp_path, "--model_type", "DeepLabV3Plus", "--border", "ignore", "--cutmix", "1", "--mixup", "1",
                       "--loss", "ce+dice")
     assert reproduce.seconds_per_epoch(args, torch.device("cpu"), 16, 8) > 0
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    """A finished one-run sweep of the smallest model (HRNet, 3.9 M parameters), cheap to copy."""
+    out = tmp_path_factory.mktemp("small") / "sweep"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
+        sweep(out, "--runs", "HRNet:8")
+    return out
+
+
+@pytest.mark.slow
+def test_a_sweeps_per_image_csv_is_named_after_its_run_and_seed(small_sweep):
+    assert len(list((small_sweep / "checkpoints").glob("HRNet_bs8_seed0_test_*_per_image.csv"))) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [["-e", "2"], ["--data_path", "elsewhere"], ["--amp"], ["--seed", "1"],
+                                   ["--no_augment"]])
+def test_a_sweep_folder_refuses_a_command_that_changes_what_its_runs_are(small_sweep, flags):
+    files = {path: path.stat().st_mtime_ns for path in small_sweep.rglob("*")}
+    with pytest.raises(ProjectError, match=str(small_sweep)):
+        sweep(small_sweep, "--runs", "HRNet:8", *flags)
+    assert {path: path.stat().st_mtime_ns for path in small_sweep.rglob("*")} == files
+
+
+@pytest.mark.slow
+def test_a_copied_sweep_folder_reports_from_its_own_files(small_sweep, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(small_sweep, copy)
+    monkeypatch.setattr(train, "train_one_epoch", no_training)
+    sweep(copy, "--runs", "HRNet:8")
+    text = (copy / "REPORT.md").read_text()
+    assert str(small_sweep) not in text and str(copy / "saved_models" / "HRNet_bs8_best_model.pth") in text
+
+
+@pytest.mark.slow
+def test_restart_moves_the_earlier_study_aside_and_starts_afresh(small_sweep, tmp_path, monkeypatch):
+    copy = tmp_path / "sweep"
+    shutil.copytree(small_sweep, copy)
+    started = []
+    monkeypatch.setattr(reproduce, "train_and_test", lambda item, csv_dir: started.append(item.state))
+    monkeypatch.setattr(reproduce, "write_report", lambda *args: copy / "REPORT.md")
+    monkeypatch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
+    sweep(copy, "--runs", "HRNet:8", "-e", "2", "--restart")
+    (aside,) = tmp_path.glob("sweep.before-*")
+    assert (aside / "saved_models" / "HRNet_bs8_best_model.pth").exists() and (aside / "REPORT.md").exists()
+    assert started == [None] and not (copy / "saved_models").exists()
+
+
+def test_runs_of_the_reports_recipe_changed_by_the_sweeps_flags_are_labelled_by_them(tmp_path):
+    args = reproduce.parse_args(["--runs", "ResNet34_Unet:8", "--loss", "ce+dice", "--cutmix", "0.5"])
+    (item,) = reproduce.sweep_plan(args, reproduce.sweep_runs(args), tmp_path)
+    assert item.label(seeded=False) == "ResNet34_Unet_bs8 (loss=ce+dice, cutmix=0.5)"
+    plain = reproduce.parse_args(["--runs", "ResNet34_Unet:8"])
+    assert reproduce.sweep_plan(plain, reproduce.sweep_runs(plain), tmp_path)[0].label(True) == \
+        "ResNet34_Unet_bs8 seed 0"

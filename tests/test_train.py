@@ -14,6 +14,7 @@ from conftest import ROOT, SAMPLE, interrupted_in_epoch, train_args
 from data import NORMALIZATION, normalize_images
 from errors import ProjectError
 from losses import compute_loss
+from optimization import cosine_factor
 from models import build_model, load_trained_model
 
 
@@ -141,7 +142,7 @@ def test_on_resume_a_typed_runtime_flag_wins_even_at_its_default_value():
         ["--device", "cpu", "-e", "3", "--num_workers", "2", "--no_cbam", "-lr", "1e-3"])))
     checkpoint = {"args": saved}
     typed = train.restore_args(train.get_args_parser().parse_args(
-        ["--resume", "x_last.pth", "--device", "auto", "-e", "50", "-lr", "5"]), checkpoint)
+        ["--resume", "x_last.pth", "--device", "auto", "-e", "50"]), checkpoint)
     assert (typed.device, typed.epochs, typed.num_workers) == ("auto", 50, 2)
     assert (typed.learning_rate, typed.use_cbam, typed.resume) == (1e-3, False, "x_last.pth")
     untyped = train.restore_args(train.get_args_parser().parse_args(["--resume", "x_last.pth"]), checkpoint)
@@ -314,3 +315,71 @@ def test_flag_values_out_of_range_are_refused_when_parsed(flags, capsys):
 def test_a_batch_of_one_at_the_smallest_size_is_refused(tmp_path):
     with pytest.raises(ProjectError, match="-b 1"):
         train.main(train_args(tmp_path, "-b", "1"))
+
+
+def fast_epochs(monkeypatch, scores=None):
+    """Epochs without training or evaluating: validation Dice from `scores` (rising by default)."""
+    scores = iter(scores or [0.1 * step for step in range(1, 50)])
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: {"loss": 1.0, "dice": next(scores), "iou": 0.1})
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no optimizer step here
+def test_an_extended_cosine_run_continues_on_the_cosine_of_its_new_length(tmp_path, monkeypatch):
+    fast_epochs(monkeypatch)
+    flags = ("--schedule", "cosine", "--warmup_epochs", "1", "-lr", "1e-3")
+    finished = train.main(train_args(tmp_path, *flags, "-e", "4"))
+    assert [row["lr"] for row in finished.history] == pytest.approx([1e-3 * cosine_factor(k, 4, 1) for k in range(4)])
+    last = tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+    extended = train.main(train.parse_args(["--resume", str(last), "-e", "7"]))
+    new_rates = [row["lr"] for row in extended.history[4:]]
+    assert [row["epoch"] for row in extended.history] == list(range(1, 8))
+    assert new_rates == pytest.approx([1e-3 * cosine_factor(k, 7, 1) for k in range(4, 7)])
+    assert min(new_rates) > 1e-5
+
+
+@pytest.mark.parametrize("flags", [["-lr", "1e-3"], ["--image_size", "128"], ["--model_type", "Unet"],
+                                   ["-lr", "1e-4"], ["--loss", "ce"], ["-b", "8"], ["--no_cbam"], ["--overwrite"]])
+def test_on_resume_a_flag_that_changes_the_run_is_refused_even_at_the_checkpoints_value(flags):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(["--resume", "x_last.pth", *flags])
+    assert exit_info.value.code == 2
+
+
+def test_on_resume_the_runtime_flags_apply(trained, tmp_path):
+    args = train.parse_args(["--resume", "x_last.pth", "-e", "3", "--device", "cpu", "--amp", "--no_channels_last",
+                             "--num_workers", "0", "--data_path", str(SAMPLE)])
+    checkpoint = {"args": vars(train.fill_runtime_defaults(train_args(tmp_path)))}
+    restored = train.restore_args(args, checkpoint)
+    assert (restored.epochs, restored.amp, restored.no_channels_last) == (3, True, True)
+    assert not train.restore_args(train.parse_args(["--resume", "x_last.pth"]), checkpoint).amp
+
+
+def test_a_run_resumed_with_amp_continues_under_it(tmp_path):
+    train.main(train_args(tmp_path, "--model_type", "Unet", "-e", "1"))
+    last = tmp_path / "saved_models" / "Unet_bs8_last.pth"
+    state = train.main(train.parse_args(["--resume", str(last), "-e", "2", "--amp"]))
+    assert [row["epoch"] for row in state.history] == [1, 2]
+    assert load_checkpoint(last)["args"]["amp"] is True
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_resuming_an_early_stopped_run_for_more_epochs_is_refused_and_a_finished_one_trains_nothing(
+        tmp_path, monkeypatch):
+    fast_epochs(monkeypatch, [0.5, 0.4, 0.4])
+    train.main(train_args(tmp_path, "-e", "10", "--patience", "2"))
+    last = tmp_path / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+    before = last.read_bytes()
+    with pytest.raises(ProjectError):
+        train.main(train.parse_args(["--resume", str(last), "-e", "20"]))
+    fast_epochs(monkeypatch)
+    train.main(train_args(tmp_path / "done", "-e", "2"))
+    done = tmp_path / "done" / "saved_models" / "ResNet34_Unet_bs8_last.pth"
+    done_before = done.read_bytes()
+    assert train.main(train.parse_args(["--resume", str(done)])).epoch == 2
+    assert last.read_bytes() == before and done.read_bytes() == done_before
+
+
+def test_sync_bn_in_a_single_process_is_refused_rather_than_ignored(tmp_path):
+    with pytest.raises(ProjectError):
+        train.build_training(train_args(tmp_path, "--sync_bn"), torch.device("cpu"))
