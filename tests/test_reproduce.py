@@ -35,14 +35,17 @@ def no_training(*args, **kwargs):
     raise AssertionError("a finished run was trained again")
 
 
+def untimed_sweep(out, runs):
+    """A finished sweep of these runs; the time estimate, tested on a single run below, would add a third to it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
+        sweep(out, "--runs", runs)
+    return out
+
+
 @pytest.fixture(scope="module")
 def quick_sweep(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep")
-    with pytest.MonkeyPatch.context() as patch:
-        # The time estimate is tested on a single run below; here it would add a third to the sweep's time.
-        patch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
-        sweep(out, "--runs", "Unet:8,Unet:16,ResNet34_Unet:8,ResNet34_Unet:16,ResNet34_Unet:32")
-    return out
+    return untimed_sweep(tmp_path_factory.mktemp("sweep"), reproduce.REPORT_RUNS)
 
 
 @pytest.mark.slow
@@ -205,11 +208,7 @@ def test_the_time_estimate_runs_the_training_step_of_every_recipe(tmp_path):
 @pytest.fixture(scope="module")
 def small_sweep(tmp_path_factory):
     """A finished one-run sweep of the smallest model (HRNet, 3.9 M parameters), cheap to copy."""
-    out = tmp_path_factory.mktemp("small") / "sweep"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reproduce, "seconds_per_epoch", lambda *args: 1.0)
-        sweep(out, "--runs", "HRNet:8")
-    return out
+    return untimed_sweep(tmp_path_factory.mktemp("small") / "sweep", "HRNet:8")
 
 
 @pytest.mark.slow
