@@ -4,6 +4,7 @@
         python benchmarks/benchmark.py --device cpu --channels_last
     python benchmarks/benchmark.py --device cuda --amp --channels_last --data_path dataset/oxford-iiit-pet
     python benchmarks/benchmark.py --onnx --no_loader --models Unet ResNet34_Unet ResNet34_Unet_nocbam
+    OMP_NUM_THREADS=1 python benchmarks/benchmark.py --onnx --int8 --openvino --no_loader
 
 Everything runs in one process and the repetitions are interleaved (every model, then every model again), so a
 change in the machine's load touches all of them alike and the ratios stay fair. Figures are medians over
@@ -12,7 +13,8 @@ change in the machine's load touches all of them alike and the ratios stay fair.
 smp_Unet_resnet34_nchw is the reference in its default NCHW layout). smp_DeepLabV3Plus_resnet34 is smp's
 DeepLabV3Plus("resnet34"), to put beside this project's DeepLabV3Plus. --onnx measures inference alone: each of
 this project's models in ONNX Runtime against eager PyTorch as src/evaluate.py runs it (BatchNorm folded,
-channels_last, inference mode, float32), at batch 1 and at --batch_size.
+channels_last, inference mode, float32), at batch 1 and at --batch_size; --int8 adds each model's INT8 file
+(src/quantize.py), --openvino the same files in OpenVINO, every runtime with PyTorch's number of threads.
 """
 import argparse
 import os

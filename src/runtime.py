@@ -57,7 +57,11 @@ class OpenVinoModel(torch.nn.Module):
         core = openvino.Core()
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32",
                   "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        try:
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except RuntimeError as error:  # what OpenVINO raises for a model it cannot read or compile
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ProjectError(f"--model {path} could not be read by OpenVINO ({reason}).") from None
         self.request = self.compiled.create_infer_request()
         self.runtime = "openvino-cpu" + "-int8" * int8
 

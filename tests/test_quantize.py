@@ -174,3 +174,11 @@ def test_without_openvino_running_there_is_a_one_paragraph_error(exported, monke
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(ProjectError, match="requirements-openvino.txt"):
         runtime.onnx_network(exported[0], CPU, "openvino")
+
+
+def test_a_file_openvino_cannot_read_is_a_one_paragraph_error(tmp_path):
+    pytest.importorskip("openvino")
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(ProjectError, match="damaged.onnx"):
+        runtime.onnx_network(damaged, CPU, "openvino")
