@@ -17,8 +17,6 @@ is at most --max_dice_drop below the float model's. --model X.onnx --int8 quanti
 """
 import argparse
 import json
-import logging
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,7 @@ from errors import ProjectError, run_cli
 from files import atomic_write
 from models import load_trained_model
 from oxford_pet import read_image, read_split, resize_image, sample_paths
-from runtime import METADATA_KEYS, RUNTIMES, import_onnx_package, load_onnx_model
+from runtime import METADATA_KEYS, RUNTIMES, errors_only, import_onnx_package, load_onnx_model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "oxford-iiit-pet-sample"
 MIN_ARGMAX_AGREEMENT = 0.999
@@ -103,20 +101,6 @@ def export_onnx(net, checkpoint, path, opset=None):
             dim.dim_param = name
     onnx.helper.set_model_props(model, {key: json.dumps(checkpoint[key]) for key in METADATA_KEYS})
     onnx.save(model, path)
-
-
-@contextmanager
-def errors_only(names):
-    """Within it, the named loggers pass on errors only."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def parity_images(data_path, size, count=PARITY_IMAGES):

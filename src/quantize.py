@@ -8,9 +8,7 @@ their ranges calibrated on training images only. The INT8 file keeps the float f
 checked in, and that check's figures (argmax agreement and Dice of both models on the validation split).
 """
 import json
-import logging
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from errors import ProjectError
 from files import atomic_write
 from metrics import dice_score
 from oxford_pet import load_dataset, read_image, read_split, resize_image, sample_paths
-from runtime import QUANTIZATION_KEY, import_onnx_package, onnx_network, read_onnx_metadata
+from runtime import QUANTIZATION_KEY, errors_only, import_onnx_package, onnx_network, read_onnx_metadata
 
 CPU = torch.device("cpu")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -30,6 +28,7 @@ DEFAULT_CALIBRATION_IMAGES = 300
 DEFAULT_MAX_DICE_DROP = 0.005
 CALIBRATION_CHUNK = 16  # images whose activations are held at once; the histogram methods keep every tensor
 GATE_BATCH = 8
+ROOT_LOGGER = ("",)  # where ONNX Runtime's quantizer logs
 # Left in float on purpose. ConvTranspose: ONNX Runtime has no quantized kernel for it, so QDQ around it only adds
 # conversions. Sigmoid and Mul: CBAM's gates, a [0, 1] attention map times a feature map; in 8 bits the product
 # loses the small gate values, and keeping them in float cost no measured speed (BENCHMARKS.md).
@@ -109,7 +108,7 @@ def quantize_onnx(float_path, out, data_path, count=DEFAULT_CALIBRATION_IMAGES, 
         # inference and the graph optimisation still run.
         quantization.quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         activation_type = quantization.QuantType.QUInt8 if activations == "uint8" else quantization.QuantType.QInt8
-        with quiet_quantizer():
+        with errors_only(ROOT_LOGGER):  # the quantizer warns about each tensor it leaves in float
             quantization.quantize_static(
                 str(prepared), str(out), calibration_reader(data_path, names, record["image_size"],
                                                             record["normalization"]),
@@ -130,18 +129,6 @@ def quantize_onnx(float_path, out, data_path, count=DEFAULT_CALIBRATION_IMAGES, 
 def calibration_method_name(method):
     """ONNX Runtime's CalibrationMethod member of a --calibration_method value."""
     return {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[method]
-
-
-@contextmanager
-def quiet_quantizer():
-    """Within it, ONNX Runtime's quantizer (which logs to the root logger) logs errors only."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def write_metadata(path, metadata):

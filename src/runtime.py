@@ -3,6 +3,8 @@ Runtime (an INT8 file of export.py --int8 in the runtime its record names, ONNX 
 call, net(images) -> logits, so that evaluation and inference do not care which."""
 import importlib
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +30,21 @@ def import_onnx_package(name):
                                "onnxruntime).") from None
         raise ProjectError(f"the Python package {name} is not installed; ONNX export and ONNX Runtime inference need "
                            "the packages of requirements-onnx.txt: pip install -r requirements-onnx.txt") from None
+
+
+@contextmanager
+def errors_only(names):
+    """Within it, the named loggers ("" is the root logger) pass on errors only: the ONNX tools log warnings that
+    users cannot act on."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class OnnxModel(torch.nn.Module):

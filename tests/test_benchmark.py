@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import sys
 
@@ -76,7 +75,7 @@ def test_reference_gives_every_model_a_ratio(tmp_path):
 def test_onnx_runtimes_float_and_int8_are_measured_against_pytorch_with_the_same_threads(tmp_path):
     args = tiny_args(tmp_path, "Unet")
     args.onnx, args.int8, args.no_loader = True, True, True
-    args.openvino = importlib.util.find_spec("openvino") is not None
+    args.openvino = False  # OpenVINO in the test process made later tests crash (see test_quantize.py)
     results = benchmark.main(args)
     assert "models" not in results  # --onnx measures inference alone
     runtimes = ["pytorch", "onnxruntime", "onnxruntime-int8"] + ["openvino", "openvino-int8"] * args.openvino
