@@ -9,6 +9,7 @@ from errors import ProjectError
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import benchmark  # noqa: E402
+import model_speed  # noqa: E402
 
 
 def tiny_args(tmp_path, *models):
@@ -54,34 +55,46 @@ def test_operator_count_leaves_out_views():
     def two_operators():
         torch.relu(x.view(-1)[:6].t() + 1)
 
-    assert benchmark.dispatched_ops(two_operators) == 2
+    assert model_speed.dispatched_ops(two_operators) == 2
 
 
 @pytest.mark.slow
 def test_reference_gives_every_model_a_ratio(tmp_path):
     pytest.importorskip("segmentation_models_pytorch")
-    args = tiny_args(tmp_path, "ResNet34_Unet", "DeepLabV3Plus", "HRNet", benchmark.REFERENCE, benchmark.SMP_DEEPLAB)
+    args = tiny_args(tmp_path, "ResNet34_Unet", "DeepLabV3Plus", "HRNet", model_speed.REFERENCE, model_speed.SMP_DEEPLAB)
     args.no_loader = True
     results = benchmark.main(args)
-    assert results["models"][benchmark.REFERENCE]["train_vs_reference"] == 1.0
-    for name in ("ResNet34_Unet", "DeepLabV3Plus", "HRNet", benchmark.SMP_DEEPLAB):
+    assert results["models"][model_speed.REFERENCE]["train_vs_reference"] == 1.0
+    for name in ("ResNet34_Unet", "DeepLabV3Plus", "HRNet", model_speed.SMP_DEEPLAB):
         assert results["models"][name]["infer_bs1_vs_reference"] > 0
-    assert results["models"][benchmark.SMP_DEEPLAB]["params"] == 22_437_714
+    assert results["models"][model_speed.SMP_DEEPLAB]["params"] == 22_437_714
     assert "loader" not in results
 
 
 @pytest.mark.slow
-def test_onnx_runtime_is_measured_against_pytorch_for_this_projects_models(tmp_path):
+def test_onnx_runtimes_float_and_int8_are_measured_against_pytorch_with_the_same_threads(tmp_path):
     args = tiny_args(tmp_path, "Unet")
-    args.onnx, args.no_loader = True, True
+    args.onnx, args.int8, args.no_loader = True, True, True
+    args.openvino = False  # OpenVINO in the test process made later tests crash (see test_quantize.py)
     results = benchmark.main(args)
     assert "models" not in results  # --onnx measures inference alone
+    runtimes = ["pytorch", "onnxruntime", "onnxruntime-int8"] + ["openvino", "openvino-int8"] * args.openvino
+    assert results["onnx"]["runtimes"] == runtimes and results["onnx"]["activations"] == "uint8"
+    assert set(results["onnx"]["threads"]) == set(runtimes)
+    assert len(set(results["onnx"]["threads"].values())) == 1
     record = results["onnx"]["models"]["Unet"]
-    for batch_size in (1, 2):
-        pytorch, onnx = (record[f"{runtime}_bs{batch_size}_images_per_second"]
-                         for runtime in ("pytorch", "onnxruntime"))
-        assert record[f"onnx_vs_pytorch_bs{batch_size}"] == pytest.approx(onnx / pytorch)
-    assert results["onnx"]["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
+    for runtime in runtimes[1:]:
+        for batch_size in (1, 2):
+            rate, pytorch = (record[f"{name}_bs{batch_size}_images_per_second"] for name in (runtime, "pytorch"))
+            assert record[f"{runtime}_vs_pytorch_bs{batch_size}"] == pytest.approx(rate / pytorch)
+
+
+def test_int8_and_openvino_need_onnx(tmp_path):
+    for flag in ("int8", "openvino"):
+        args = tiny_args(tmp_path, "Unet")
+        setattr(args, flag, True)
+        with pytest.raises(ProjectError):
+            benchmark.main(args)
 
 
 def test_onnx_comparison_is_in_float32_eager_mode(tmp_path):

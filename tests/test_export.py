@@ -1,11 +1,13 @@
 import shutil
+import subprocess
+import sys
 
 import onnx
 import pytest
 import torch
 
 import export
-from conftest import randomize_batchnorm_statistics
+from conftest import ROOT, randomize_batchnorm_statistics
 from errors import ProjectError
 from models import blocks, build_model, model_record, prepare_for_inference
 
@@ -44,8 +46,9 @@ def test_every_model_type_exports_with_standard_operators_and_matches_pytorch(mo
 
 def test_export_writes_the_file_beside_the_checkpoint_after_checking_it(trained, exported):
     _, model = trained
-    path, results = exported
-    assert path == model.with_suffix(".onnx") and path.is_file()
+    path, written = exported
+    results = written["parity"]
+    assert path == written["onnx"] == model.with_suffix(".onnx") and path.is_file() and written["int8"] is None
     assert len(results) == 2 and results[0]["size"] == 32 and results[1]["size"] % 2 == 1
     assert all(result["argmax_agreement"] >= 0.999 and result["images"] > 0 for result in results)
 
@@ -91,3 +94,26 @@ def test_an_out_that_is_a_folder_is_refused_before_the_model_is_read(tmp_path, m
     folder.mkdir()
     with pytest.raises(ProjectError, match="model.onnx"):
         export.main(export.get_args_parser().parse_args(["--model", str(tmp_path / "m.pth"), "--out", str(folder)]))
+
+
+@pytest.mark.slow
+def test_an_opset_the_exporter_cannot_convert_to_prints_only_the_projects_error(trained):
+    _, model = trained
+    out = model.parent / "opset17.onnx"
+    finished = subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), "--model", str(model), "--out",
+                               str(out), "--opset", "17"], capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 2 and not out.exists()
+    before_error = finished.stderr[:finished.stderr.index("error:")]
+    assert "Traceback" not in before_error and "RuntimeError" not in before_error
+
+
+def test_an_onnx_model_is_refused_without_int8_before_anything_is_read(exported, monkeypatch):
+    def never_load(*args):
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(export, "load_trained_model", never_load)
+    monkeypatch.setattr(export.quantize, "read_onnx_metadata", never_load)
+    with pytest.raises(ProjectError, match=exported[0].name):
+        export.main(export.get_args_parser().parse_args(["--model", str(exported[0])]))
+    with pytest.raises(ProjectError):
+        export.main(export.get_args_parser().parse_args(["--model", str(exported[0]), "--int8", "--opset", "18"]))
