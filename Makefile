@@ -11,7 +11,8 @@ export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=171
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-onnx.txt requirements-openvino.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-onnx.txt requirements-openvino.txt \
+		requirements-submitit.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

@@ -13,11 +13,9 @@ resumes an interrupted one from its *_last.pth and never tests a model file twic
 import argparse
 import json
 import math
-import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -26,68 +24,26 @@ import torch
 
 import arg_types
 import compare
-import inference
+import launcher
 import plot_history
 import report
 import train
-from checkpoint import load_checkpoint, training_args
 from data import NORMALIZATION
 from device import choose_device
 from errors import ProjectError, run_cli
 from evaluate import evaluate
-from files import atomic_write, check_folder, save_json
+from files import atomic_write, check_folder
 from model_names import MODEL_TYPES, canonical_model_type, has_cbam
 from oxford_pet import load_dataset
 from recipes import IMPROVED_RECIPE, recipe_changes, recipe_label
 from summary import model_summary
+from sweep import SET_BY_SWEEP, Run, planned, recipe_note, test_result_path, train_and_test
 
 SAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "oxford-iiit-pet-sample"
 QUICK_DEFAULTS = {"data_path": str(SAMPLE), "image_size": 64, "epochs": 1, "num_workers": 0}
 REPORT_RUNS = "Unet:8,Unet:16,ResNet34_Unet:8,ResNet34_Unet:16,ResNet34_Unet:32"
-# train.py flags a sweep chooses for each run itself; a command that gives one is refused.
 RECIPE_LABELS = {"report": "", "improved": " improved (from scratch)", "pretrained": " improved, pretrained encoder"}
-SET_BY_SWEEP = ("model_type", "batch_size", "save_dir", "log_dir", "resume", "overwrite")
-# train.py flags that say where and how fast a run trains, not what it is: a sweep folder's runs may differ in them.
-WHERE_AND_HOW = ("device", "num_workers", "no_cache", "compile")
 TIMED_STEPS = 2
-
-
-@dataclass(frozen=True)
-class Run:
-    """One setting of a sweep; with --seeds it is trained once per seed. recipe: "report", "improved" (from
-    scratch, recipes.IMPROVED_RECIPE) or "pretrained" (the improved recipe on a pretrained encoder)."""
-    model_type: str
-    batch_size: int
-    recipe: str = "report"
-
-    def __str__(self):
-        return f"{self.model_type}_bs{self.batch_size}{'' if self.recipe == 'report' else ' ' + self.recipe}"
-
-
-@dataclass
-class Planned:
-    """One training of a sweep: its setting and seed, train.py's arguments, and its state (None: not started)."""
-    run: Run
-    seed: int
-    args: argparse.Namespace
-    state: object
-
-    def title(self):
-        return f"{self.run}{recipe_note(self.run, self.args)}"
-
-    def label(self, seeded):
-        return f"{self.title()} seed {self.seed}" if seeded else self.title()
-
-    def is_finished(self):
-        return self.state is not None and self.state.is_done(self.args)
-
-
-def recipe_note(run, args):
-    """' (loss=ce+dice, ...)' for a run of the report's recipe that the sweep's recipe flags changed, else ''."""
-    flags = recipe_label(vars(args))
-    return f" ({flags})" if run.recipe == "report" and flags != "report" else ""
-
-
 IMPROVED_RUN = Run("ResNet34_Unet", 8, recipe="improved")
 PRETRAINED_RUN = Run("ResNet34_Unet", 8, recipe="pretrained")
 # The architectures the report's Discussion proposes, trained with the report's recipe beside its networks.
@@ -134,6 +90,7 @@ def get_args_parser():
                         "1 epoch, --num_workers 0 (flags given explicitly still win)")
     parser.add_argument("--restart", action="store_true", help="start the --out folder afresh: an earlier study "
                         "in it is moved aside to <out>.before-<time>/ first (nothing is deleted)")
+    launcher.add_launcher_flags(parser)
     return parser
 
 
@@ -167,64 +124,6 @@ def parse_runs(text):
                                "size.")
         runs.append(run)
     return runs
-
-
-def run_args(args, run, out, seed):
-    """The train.py arguments of one run: the sweep's training flags, today's defaults for train.py's others; a
-    run of another recipe than the report's keeps its files in subfolders named after it."""
-    subfolder = "" if run.recipe == "report" else run.recipe
-    train_args = vars(train.get_args_parser().parse_args([]))
-    train_args.update({key: value for key, value in vars(args).items() if key in train_args})
-    train_args.update(model_type=run.model_type, batch_size=run.batch_size, seed=seed, resume=None, overwrite=False,
-                      save_dir=str(out / "saved_models" / subfolder), log_dir=str(out / "checkpoints" / subfolder))
-    if not has_cbam(run.model_type):
-        train_args["use_cbam"] = True  # the sweep's --no_cbam is for its runs of models with CBAM
-    if run.recipe != "report":
-        train_args.update(IMPROVED_RECIPE)
-    if run.recipe == "pretrained":
-        train_args.update(encoder_weights=args.improved_encoder_weights)
-    return argparse.Namespace(**train_args)
-
-
-def sweep_plan(args, runs, out):
-    """Every training of the sweep, all runs of the first seed first; with --seeds, each seed has its own folder."""
-    seeds = args.seeds or [args.seed]
-    return [Planned(run, seed, *resume_state(run_args(args, run, out / f"seed{seed}" if args.seeds else out, seed),
-                                             out))
-            for seed in seeds for run in runs]
-
-
-def study_settings(args):
-    """What a run is, as the sweep compares it with an earlier run in its folder: every train.py setting but where
-    and how fast it runs and what the sweep sets per run; the dataset folder as an absolute path."""
-    settings = {key: value for key, value in vars(args).items() if key not in WHERE_AND_HOW + SET_BY_SWEEP}
-    return dict(settings, data_path=os.path.abspath(settings["data_path"]))
-
-
-def resume_state(args, out):
-    """(args as train.py would resume them, TrainingState) of a run with a *_last.pth; (args, None) without one.
-
-    A sweep folder holds one study: a run trained with other settings (data, size, epochs, recipe, seed, --amp, ...)
-    than the command asks for is an error, not a silent mix. Settings newer than the checkpoint are not compared.
-    """
-    last = train.output_paths(args)["last"]
-    if not last.exists():
-        return args, None
-    checkpoint = load_checkpoint(last, "the sweep's checkpoint")
-    recorded = training_args(checkpoint)
-    recorded.update(train.relocated_paths(recorded, last))  # a moved or copied sweep folder finds its own data path
-    filled = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
-    asked = study_settings(filled)
-    there = study_settings(argparse.Namespace(**{**vars(filled), **recorded}))
-    changed = [f"{key} {there[key]!r} there, {asked[key]!r} now" for key in sorted(asked)
-               if key in recorded and there[key] != asked[key]]
-    if changed:
-        raise ProjectError(f"the sweep folder {out} holds another study: {last} was trained with other settings than "
-                           f"this command asks for ({'; '.join(changed)}). A sweep folder holds one study: give the "
-                           "flags it was started with, another --out, or --restart to move the earlier study aside "
-                           "and start afresh.")
-    resumed = train.restore_args(argparse.Namespace(**dict(vars(args), resume=str(last))), checkpoint)
-    return resumed, train.TrainingState(checkpoint)
 
 
 def random_batch(batch_size, image_size):
@@ -264,17 +163,19 @@ def plural(count, word):
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def print_plan(plan, base, out, device, seeded):
-    """List the trainings, which are skipped or resumed, and the time left from a short timing of each unfinished
-    one (all timed first, so that the timing's progress bars do not split the list)."""
+def print_plan(plan, base, out, device, seeded, timing):
+    """List the trainings, which are skipped or resumed, and with timing, the time left from a short timing of each
+    unfinished one (all timed first, so that the timing's progress bars do not split the list). Jobs are not timed:
+    they run elsewhere, or several at once."""
     cache = not base.no_cache
     train_images = len(load_dataset(base.data_path, "train", None, base.image_size, cache))
     valid_images = len(load_dataset(base.data_path, "valid", None, base.image_size, cache, download=False))
     epochs_left = [item.args.epochs - (item.state.epoch if item.state else 0) for item in plan]
-    estimates = [0.0 if item.is_finished() else epochs * seconds_per_epoch(item.args, device, train_images,
-                                                                           valid_images)
+    estimates = [0.0 if item.is_finished() or not timing else
+                 epochs * seconds_per_epoch(item.args, device, train_images, valid_images)
                  for item, epochs in zip(plan, epochs_left)]
-    print(f"Sweep in {out}: {plural(len(plan), 'run')} on {device}, {train_images} train / {valid_images} valid "
+    where = f"on {device}" if timing else f"as {base.launcher} jobs"
+    print(f"Sweep in {out}: {plural(len(plan), 'run')} {where}, {train_images} train / {valid_images} valid "
           f"images at {base.image_size}x{base.image_size}, up to {plural(base.epochs, 'epoch')} each")
     for index, (item, epochs, estimate) in enumerate(zip(plan, epochs_left, estimates), 1):
         header = f"  run {index}/{len(plan)}: {item.label(seeded)}: "
@@ -282,43 +183,16 @@ def print_plan(plan, base, out, device, seeded):
             print(header + f"finished ({plural(item.state.epoch, 'epoch')}), skipped")
         else:
             start = f"resumes at epoch {item.state.epoch + 1}" if item.state else "starts"
-            print(header + f"{start}, {plural(epochs, 'epoch')} at most, {format_duration(estimate)}")
+            print(header + f"{start}, {plural(epochs, 'epoch')} at most" + (f", {format_duration(estimate)}"
+                                                                             if timing else ""))
     if all(item.is_finished() for item in plan):
         print("Every run is finished; only the report is written again.")
+        return
+    if not timing:
         return
     print(f"Estimated time: {format_duration(sum(estimates))}, an upper bound since early stopping may end runs "
           f"sooner ({TIMED_STEPS} timed training and validation steps per run on random data, times steps per epoch "
           "and epochs; data loading and testing are not timed)")
-
-
-def test_result_path(args):
-    """Where a run's test result is kept, beside its history."""
-    return Path(args.log_dir) / f"{train.run_name(args)}_test.json"
-
-
-def train_and_test(item, csv_dir):
-    """Train a run unless it is finished (resuming from its *_last.pth), then test its best model once, appending
-    to csv_dir/inference_result.csv and keeping the result beside the run's history."""
-    args, state = item.args, item.state
-    result_path = test_result_path(args)
-    if item.is_finished():
-        print(f"finished at epoch {state.epoch} (best epoch {state.best_epoch}); not trained again")
-    else:
-        result_path.unlink(missing_ok=True)  # training on may replace the best model
-        train.main(args)
-    best = train.output_paths(args)["best"]
-    if result_path.exists():
-        print(f"{best} is already tested: {result_path}")
-        return
-    args = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
-    recipe = "" if item.run.recipe == "report" else f"_{item.run.recipe}"
-    results_name = f"{train.run_name(args)}{recipe}_seed{item.seed}"
-    row = inference.main(inference.get_args_parser().parse_args(
-        ["--model", str(best), "--data_path", args.data_path, "--split", "test", "--batch_size", str(args.batch_size),
-         "--device", args.device, "--log_dir", str(csv_dir), "--results_name", results_name,
-         *(["--no_cache"] if args.no_cache else []),
-         *(["--num_workers", str(args.num_workers)] if args.num_workers is not None else [])]))
-    save_json(row, result_path)
 
 
 def figure_section(name, title, figure_runs, runs, histories, notes, out):
@@ -407,9 +281,28 @@ def test_result(item, out):
                 per_image_csv=str(out / "checkpoints" / Path(row["per_image_csv"]).name))
 
 
-def write_report(args, base, runs, plan, out, device):
-    """REPORT.md with the figures beside it, written atomically once every run is trained and tested."""
+def unfinished_section(missing):
+    """The runs that are not in the report, each with why (and its job's log)."""
+    if not missing:
+        return ""
+    lines = [f"- {label}: {reason}" + (f" (log: `{log}`)" if log else "") for label, (reason, log) in missing.items()]
+    return "\n".join(["## Runs not in this report\n", *lines, "\nRun the same command again to train them (a run "
+                      "that failed is submitted again).\n"])
+
+
+def where_it_ran(args, device):
+    if args.launcher == "serial":
+        return f"- device: {device_name(device)}; torch {torch.__version__}"
+    return (f"- runs: {args.launcher} jobs (logs in logs/<run>.out and .err); the sweep process ran on "
+            f"{device_name(device)}; torch {torch.__version__}")
+
+
+def write_report(args, base, plan, out, device, missing):
+    """REPORT.md with the figures beside it, written atomically from the trained and tested runs; missing:
+    {label: (reason, log)} of those that are not."""
     seeded = bool(args.seeds)
+    plan = [item for item in plan if test_result_path(item.args).exists()]
+    runs = list(dict.fromkeys(item.run for item in plan))
     histories, results, seeds = {}, {}, {}
     for item in plan:
         histories.setdefault(item.run, []).append(plot_history.load_history(train.output_paths(item.args)["history"]))
@@ -432,8 +325,9 @@ def write_report(args, base, runs, plan, out, device):
         f"- command: `{args.command}`",
         f"- data: `{base.data_path}` at {base.image_size}x{base.image_size}, "
         f"up to {plural(base.epochs, 'epoch')} per run",
-        f"- device: {device_name(device)}; torch {torch.__version__}",
+        where_it_ran(args, device),
         f"- written: {datetime.now().isoformat(timespec='seconds')}\n",
+        unfinished_section(missing),
         "## Test results\n",
         *tests,
         "The report's published figures (full dataset, 256x256, 50 epochs, one run each):\n",
@@ -474,6 +368,11 @@ def sweep_runs(args):
     return runs
 
 
+def sweep_plan(args, runs, out):
+    """Every training of the sweep, all runs of the first seed first."""
+    return [planned(args, run, seed, out) for seed in args.seeds or [args.seed] for run in runs]
+
+
 def move_aside(out):
     """--restart: an existing sweep folder becomes <out>.before-<time>, so the sweep starts afresh and loses nothing."""
     if out.exists() and any(out.iterdir()):
@@ -487,6 +386,7 @@ def main(args):
     if args.seeds and len(set(args.seeds)) < len(args.seeds):
         raise ProjectError(f"--seeds {' '.join(map(str, args.seeds))} lists a seed twice; each seed is a run of its "
                            "own, so give each once.")
+    launcher.check_launcher_flags(args)
     args.epochs = args.epochs or train.RUNTIME_DEFAULTS["epochs"]  # the sweep's plan, for runs it resumes too
     base = train.fill_runtime_defaults(argparse.Namespace(**vars(args)))
     out = Path(args.out or f"reports/{Path(base.data_path).name}_{base.image_size}px")
@@ -497,20 +397,41 @@ def main(args):
     plan = sweep_plan(args, runs, out)
     for item in plan:  # before anything trains, not when the sweep reaches the run
         train.check_recipe(item.args)
+    unfinished = [item for item in plan if not item.is_tested()]
+    jobs = launcher.Jobs(args, out, unfinished, device)
+    if args.collect:
+        missing = jobs.collect()
+    else:
+        missing = train_all(args, base, plan, out, device, jobs)
+    path = write_report(args, base, plan, out, device, missing)
+    print(f"\nWrote {path}")
+    if missing:
+        raise ProjectError(f"{plural(len(missing), 'run')} of {len(plan)} did not finish: "
+                           f"{'; '.join(f'{label}: {reason}' for label, (reason, _) in missing.items())}. "
+                           f"{path} lists them; run the same command again to train them.")
+    return path
+
+
+def train_all(args, base, plan, out, device, jobs):
+    """Train and test every run: one after the other here, or as jobs; returns {label: (reason, log)} of the runs
+    that failed (the serial launcher stops at the first failure instead)."""
+    seeded = bool(args.seeds)
     try:
-        print_plan(plan, base, out, device, bool(args.seeds))
+        print_plan(plan, base, out, device, seeded, timing=args.launcher == "serial")
+        if args.launcher != "serial":
+            return jobs.run()
         for index, item in enumerate(plan, 1):
-            print(f"\nrun {index}/{len(plan)}: {item.label(bool(args.seeds))}")
+            print(f"\nrun {index}/{len(plan)}: {item.label(seeded)}")
             train_and_test(item, out / "checkpoints")
+        return {}
     except (KeyboardInterrupt, SystemExit) as stop:
         # train.py saves the last epoch on Ctrl-C and exits 130; elsewhere Ctrl-C arrives as KeyboardInterrupt.
         if isinstance(stop, SystemExit) and stop.code != 130:
             raise
-        print(f"\nThe sweep stopped; the same command continues it:\n  {args.command}")
+        jobs_note = "" if args.launcher == "serial" else (" Jobs still queued or running go on; the same command "
+                                                          "waits for them and submits only the rest.")
+        print(f"\nThe sweep stopped.{jobs_note} The same command continues it:\n  {args.command}")
         sys.exit(130)
-    path = write_report(args, base, runs, plan, out, device)
-    print(f"\nWrote {path}")
-    return path
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import train
 from conftest import SAMPLE, interrupted_in_epoch, train_args
 from errors import ProjectError
 from recipes import IMPROVED_RECIPE, recipe_label
+from sweep import run_args
 
 RUNS = ["Unet_bs8", "Unet_bs16", "ResNet34_Unet_bs8", "ResNet34_Unet_bs16", "ResNet34_Unet_bs32"]
 FIGURES = ["fig1_unet_batch_size.png", "fig2_resnet34_unet_batch_size.png", "fig3_unet_vs_resnet34_unet.png"]
@@ -138,7 +139,7 @@ def test_the_improved_sweep_adds_the_proposed_architectures_once_and_the_improve
 
 def test_no_cbam_in_a_sweep_switches_off_cbam_only_where_a_model_has_it(tmp_path):
     args = reproduce.parse_args(["--runs", "Unet:8,HRNet:8,ResNet34_Unet:8", "--no_cbam"])
-    assert [reproduce.run_args(args, run, tmp_path, args.seed).use_cbam for run in reproduce.sweep_runs(args)] == \
+    assert [run_args(args, run, tmp_path, args.seed).use_cbam for run in reproduce.sweep_runs(args)] == \
         [True, True, False]
     with pytest.raises(ProjectError, match="none of Unet:8,HRNet:8 does"):
         reproduce.sweep_runs(reproduce.parse_args(["--runs", "Unet:8,HRNet:8", "--no_cbam"]))

@@ -356,8 +356,8 @@ def test_on_resume_the_runtime_flags_apply(trained, tmp_path):
 
 
 def test_a_run_resumed_with_amp_continues_under_it(tmp_path):
-    train.main(train_args(tmp_path, "--model_type", "Unet", "-e", "1"))
-    last = tmp_path / "saved_models" / "Unet_bs8_last.pth"
+    train.main(train_args(tmp_path, "--model_type", "HRNet", "-e", "1"))
+    last = tmp_path / "saved_models" / "HRNet_bs8_last.pth"
     state = train.main(train.parse_args(["--resume", str(last), "-e", "2", "--amp"]))
     assert [row["epoch"] for row in state.history] == [1, 2]
     assert load_checkpoint(last)["args"]["amp"] is True

@@ -1,0 +1,377 @@
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import launcher
+import reproduce
+import sweep
+from conftest import ROOT
+from errors import ProjectError
+
+RUNS = ("ResNet34_Unet_bs8", "HRNet_bs8")
+# Sweeps of two small runs on the sample at 32 px.
+SWEEP = [sys.executable, str(ROOT / "src" / "reproduce.py"), "--quick", "--image_size", "32", "--device", "cpu",
+         "-lr", "1e-3"]
+WAIT_SECONDS = 300
+
+
+def sweep_command(out, *flags):
+    runs = [] if "--runs" in flags else ["--runs", ",".join(name.replace("_bs", ":") for name in RUNS)]
+    return [*SWEEP, "--out", str(out), *runs, *flags]
+
+
+def run_sweep(out, *flags, env=None):
+    return subprocess.run(sweep_command(out, *flags), capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=WAIT_SECONDS)
+
+
+def wait_for(condition, what):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def history(out, name):
+    path = out / "checkpoints" / f"{name}_history.json"
+    return json.loads(path.read_text())["history"] if path.exists() else []
+
+
+def trained(out, name):
+    """What a run learned, epoch by epoch: its history without the timings."""
+    return [{key: value for key, value in row.items() if key not in ("seconds", "images_per_second")}
+            for row in history(out, name)]
+
+
+def scores(out, name):
+    row = json.loads((out / "checkpoints" / f"{name}_test.json").read_text())
+    return {key: row[key] for key in ("dice", "iou", "dataset_dice", "dataset_iou", "band_accuracy", "boundary_iou")}
+
+
+def weights(out, name):
+    return torch.load(out / "saved_models" / f"{name}_best_model.pth", weights_only=True)["model"]
+
+
+def records(out):
+    return {path.stem: json.loads(path.read_text()) for path in (out / "logs").glob("*.json")}
+
+
+def log_text(out, name):
+    """Everything the jobs of a run printed (their .out and .err logs)."""
+    return "".join((out / "logs" / f"{name}_seed0{suffix}").read_text() for suffix in (".out", ".err"))
+
+
+def epochs_trained(out, name):
+    """The epoch numbers train.py printed a summary line for, over every job of the run."""
+    return [int(line.split("/")[0].split()[-1]) for line in log_text(out, name).splitlines()
+            if line.startswith("epoch ") and ": train loss" in line]
+
+
+def kill_session(process):
+    """Stop a sweep process started in its own session, and every job it started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+# ---------------------------------------------------------------- local jobs
+
+@pytest.mark.slow
+def test_local_jobs_train_bit_for_bit_like_the_serial_sweep_and_a_failed_run_stops_no_other(tmp_path):
+    serial, local = tmp_path / "serial", tmp_path / "local"
+    threads = max(1, launcher.cpu_cores() // 2)  # what each of 2 local jobs gets: the same arithmetic
+    assert run_sweep(serial, "-e", "2", env={"OMP_NUM_THREADS": str(threads)}).returncode == 0
+    # A third run, waiting for a free slot, whose first save fails: the others go on; it is listed with its reason.
+    (local / "saved_models" / "DeepLabV3Plus_bs8_best_model.pth").mkdir(parents=True)
+    flags = ["-e", "2", "--launcher", "local", "--jobs", "2", "--runs", "ResNet34_Unet:8,HRNet:8,DeepLabV3Plus:8"]
+    assert run_sweep(local, *flags).returncode != 0
+    for name in RUNS:
+        assert len(trained(local, name)) == 2
+        assert trained(local, name) == trained(serial, name)
+        assert scores(local, name) == scores(serial, name)
+        local_weights, serial_weights = weights(local, name), weights(serial, name)
+        assert local_weights.keys() == serial_weights.keys()
+        assert all(torch.equal(tensor, serial_weights[key]) for key, tensor in local_weights.items())
+    report = (local / "REPORT.md").read_text()
+    not_reported = report.split("## Runs not in this report")[1].split("##")[0]
+    assert "DeepLabV3Plus_bs8" in not_reported and "IsADirectoryError" in not_reported
+    assert not any(name in not_reported for name in RUNS) and "| HRNet |" in report
+    assert not (local / "checkpoints" / "DeepLabV3Plus_bs8_test.json").exists()
+    assert "IsADirectoryError" in (local / "logs" / "DeepLabV3Plus_bs8_seed0.err").read_text()
+
+    assert run_sweep(local, *flags, "--collect").returncode != 0
+    assert all(len(record["jobs"]) == 1 for record in records(local).values())  # --collect submits nothing
+
+
+@pytest.mark.slow
+def test_a_sweep_process_killed_while_its_jobs_run_is_continued_without_training_a_run_twice(tmp_path):
+    out, flags = tmp_path / "sweep", ["-e", "2", "--launcher", "local", "--jobs", "2"]
+    first = subprocess.Popen(sweep_command(out, *flags), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        wait_for(lambda: len(records(out) if (out / "logs").exists() else {}) == 2, "both jobs to start")
+        first.send_signal(signal.SIGKILL)  # the sweep process alone: its jobs go on
+        first.wait()
+        jobs = {name: record["jobs"][0]["job_id"] for name, record in records(out).items()}
+        assert all(launcher.local_job_alive(job, out / "jobs") for job in jobs.values())
+        again = run_sweep(out, *flags)
+        assert again.returncode == 0, again.stderr
+        assert {name: [job["job_id"] for job in record["jobs"]] for name, record in records(out).items()} == {
+            name: [job] for name, job in jobs.items()}
+        for name in RUNS:
+            assert [row["epoch"] for row in history(out, name)] == [1, 2]
+            assert epochs_trained(out, name) == [1, 2]
+            assert scores(out, name)
+    finally:
+        kill_session(first)
+
+
+def job_processes(out):
+    """The pids of the Python processes that run jobs of the sweep folder out (submitit's _submit)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "submitit.core._submit" in text and str(out / "jobs") in text:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="finds the job's process in /proc")
+def test_a_preempted_local_job_is_requeued_by_its_checkpoint_hook_and_resumes_from_its_last_epoch(tmp_path):
+    out = tmp_path / "sweep"
+    process = subprocess.Popen(sweep_command(out, "-e", "2", "--patience", "10", "--runs", "ResNet34_Unet:8",
+                                             "--launcher", "local"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: history(out, "ResNet34_Unet_bs8"), "the first epoch")
+        for pid in job_processes(out):
+            os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a time limit, and submitit on --time
+        output, _ = process.communicate(timeout=WAIT_SECONDS)
+        assert process.returncode == 0, output
+    finally:
+        kill_session(process)
+    log = log_text(out, "ResNet34_Unet_bs8")
+    assert log.count("Training ResNet34_Unet_bs8") == 2  # started twice: once, then after its requeue
+    assert [row["epoch"] for row in history(out, "ResNet34_Unet_bs8")] == [1, 2]
+    assert sorted(epochs_trained(out, "ResNet34_Unet_bs8")) == [1, 2]  # nothing trained twice
+    assert len(records(out)["ResNet34_Unet_bs8_seed0"]["jobs"]) == 1  # requeued, not submitted again
+
+
+@pytest.mark.slow
+def test_a_job_of_several_processes_trains_its_run_with_distributed_data_parallel(tmp_path):
+    """--gpus_per_run N's job: N processes, one run (here on the CPU with gloo; on GPUs the same with NCCL)."""
+    out = tmp_path / "sweep"
+    args = reproduce.parse_args(["--quick", "--image_size", "32", "--device", "cpu", "-e", "1", "--out", str(out)])
+    executor = launcher.local_executor(out, (), 2, 1, None)
+    job = executor.submit(launcher.RunJob(args, sweep.Run("ResNet34_Unet", 8), 0, out))
+    rank_0, rank_1 = job.results()
+    assert rank_0["model_type"] == "ResNet34_Unet" and rank_1 is None  # rank 0 alone tests
+    assert "Training ResNet34_Unet_bs8 on cpu (2 processes)" in job.stdout()
+    assert [row["epoch"] for row in history(out, "ResNet34_Unet_bs8")] == [1]
+
+
+# ---------------------------------------------------------------- flags refused before anything is submitted
+
+def sweep_main(tmp_path, *flags):
+    return reproduce.main(reproduce.parse_args(["--quick", "--image_size", "32", "--device", "cpu", "--out",
+                                                str(tmp_path / "sweep"), *flags]))
+
+
+@pytest.mark.parametrize("flags", [
+    ["--launcher", "local", "--partition", "gpu"],
+    ["--launcher", "local", "--slurm_arg", "constraint=a100"],
+    ["--jobs", "2"],
+    ["--gpus_per_run", "1"],
+    ["--time", "60"],
+    ["--launcher", "local", "--gpus_per_run", "1"],
+])
+def test_flags_the_launcher_would_not_use_are_refused(tmp_path, flags):
+    with pytest.raises(ProjectError):
+        sweep_main(tmp_path, *flags)
+    assert not (tmp_path / "sweep" / "logs").exists()
+
+
+def test_jobs_must_be_at_least_one():
+    with pytest.raises(SystemExit) as exit:
+        reproduce.parse_args(["--launcher", "local", "--jobs", "0"])
+    assert exit.value.code == 2
+
+
+def fake_slurm(folder, partitions=()):
+    """sbatch, squeue and scontrol stand-ins: scontrol knows only these partitions; sbatch leaves a mark if run."""
+    folder.mkdir()
+    scripts = {"sbatch": f"touch {folder}/sbatch-ran; exit 1", "squeue": "exit 0",
+               "scontrol": " ".join(f'[ "$3" = "{name}" ] && exit 0;' for name in partitions) + " exit 1"}
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def test_slurm_without_its_commands_is_refused_before_anything_is_submitted(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ProjectError):
+        sweep_main(tmp_path, "--launcher", "slurm")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_partition_the_cluster_does_not_have_is_refused_before_anything_is_submitted(tmp_path, monkeypatch):
+    bin = fake_slurm(tmp_path / "bin", partitions=["gpu"])
+    monkeypatch.setenv("PATH", f"{bin}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(ProjectError):
+        sweep_main(tmp_path, "--launcher", "slurm", "--partition", "nope")
+    assert not (bin / "sbatch-ran").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_sbatch_refusing_the_jobs_is_a_clear_error(tmp_path, monkeypatch):
+    bin = fake_slurm(tmp_path / "bin", partitions=["gpu"])
+    monkeypatch.setenv("PATH", f"{bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(reproduce, "print_plan", lambda *args, **kwargs: None)
+    with pytest.raises(ProjectError):
+        sweep_main(tmp_path, "--launcher", "slurm", "--partition", "gpu")
+    assert (bin / "sbatch-ran").exists() and not records(tmp_path / "sweep")
+
+
+# ---------------------------------------------------------------- a real single-node SLURM cluster
+
+SLURM_DAEMONS = ("munged", "slurmctld", "slurmd")
+SLURM_COMMANDS = ("sbatch", "squeue", "scontrol", "sinfo", "scancel")
+
+
+def program(name):
+    """A program's path, also in the sbin folders that a user's PATH often lacks."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slurm_conf(root, host):
+    """A one-node cluster: this machine's CPUs, no cgroups (proctrack/linuxproc, task/none), no accounting."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return "\n".join([
+        "ClusterName=sweeptest", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
+        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={root}/munge.socket",
+        f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool",
+        f"SlurmctldPidFile={root}/slurmctld.pid", f"SlurmdPidFile={root}/slurmd.pid",
+        f"SlurmctldLogFile={root}/slurmctld.log", f"SlurmdLogFile={root}/slurmd.log",
+        f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
+        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none", "SchedulerType=sched/builtin", "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core", "ReturnToService=2", "MpiDefault=none", "JobRequeue=1", "KillWait=5",
+        "MinJobAge=3600",
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={memory} State=UNKNOWN",
+        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""])
+
+
+def start_daemons(root, env):
+    """munged, slurmctld and slurmd for this cluster; returns their pid files."""
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    subprocess.run([program("munged"), "--force", f"--socket={root}/munge.socket", f"--key-file={key}",
+                    f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munge.seed"],
+                   check=True, env=env, capture_output=True)
+    for daemon in ("slurmctld", "slurmd"):
+        subprocess.run([program(daemon)], check=True, env=env, capture_output=True)
+    return [root / f"{daemon}.pid" for daemon in SLURM_DAEMONS]
+
+
+def stop_daemons(pid_files):
+    """Stop exactly the daemons these pid files name."""
+    for path in pid_files:
+        if path.exists():
+            try:
+                os.kill(int(path.read_text().split()[0]), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def node_is_idle(env):
+    shown = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env)
+    return shown.stdout.strip() == "idle"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """The environment (SLURM_CONF) of a SLURM cluster of this machine alone, for this module's tests; skipped
+    where SLURM and munge are not installed (apt-get install slurm-wlm munge) or cannot start here."""
+    missing = [name for name in SLURM_DAEMONS + SLURM_COMMANDS if program(name) is None]
+    if missing:
+        pytest.skip(f"SLURM is not installed ({', '.join(missing)} missing): apt-get install slurm-wlm munge")
+    if os.geteuid() != 0:
+        pytest.skip("slurmd starts jobs as their user only when it runs as root")
+    root = tmp_path_factory.mktemp("slurm")
+    (root / "state").mkdir()
+    (root / "spool").mkdir()
+    (root / "slurm.conf").write_text(slurm_conf(root, socket.gethostname().split(".")[0]))
+    env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
+    pid_files = []
+    try:
+        pid_files = start_daemons(root, env)
+        deadline = time.monotonic() + 30
+        while not node_is_idle(env):
+            if time.monotonic() > deadline:
+                logs = "".join(path.read_text()[-400:] for path in root.glob("*.log"))
+                pytest.skip(f"the SLURM daemons did not bring the node up here: {logs}")
+            time.sleep(0.5)
+        yield env
+        subprocess.run(["scancel", "--user", str(os.getuid())], env=env)
+    except subprocess.CalledProcessError as error:
+        pytest.skip(f"a SLURM daemon could not start here: {error.stderr}")
+    finally:
+        stop_daemons(pid_files)
+
+
+def squeue_state(job, env):
+    return subprocess.run(["squeue", "-h", "-r", "-j", job, "-o", "%T"], capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_slurm_sweep_runs_each_run_as_a_job_and_a_requeued_job_resumes_from_its_last_epoch(slurm, tmp_path):
+    out = tmp_path / "sweep"
+    flags = ["-e", "2", "--patience", "10", "--seeds", "0", "1", "--runs", "ResNet34_Unet:8", "--launcher", "slurm",
+             "--cpus_per_run", "1", "--time", "30"]
+    process = subprocess.Popen(sweep_command(out, *flags), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=slurm, start_new_session=True)
+    try:
+        first = out / "seed0" / "checkpoints" / "ResNet34_Unet_bs8_history.json"
+        wait_for(lambda: first.exists() and json.loads(first.read_text())["history"], "the first epoch of seed 0")
+        job = records(out)["ResNet34_Unet_bs8_seed0"]["jobs"][0]["job_id"]
+        subprocess.run(["scontrol", "requeue", job], check=True, env=slurm)
+        # SLURM holds a requeued job for about two minutes before it may start again; let it start now.
+        wait_for(lambda: squeue_state(job, slurm) == "PENDING", "the requeued job to be pending")
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, env=slurm)
+        output, _ = process.communicate(timeout=WAIT_SECONDS)
+        assert process.returncode == 0, output
+    finally:
+        kill_session(process)
+    restarts = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm).stdout
+    assert "Restarts=1" in restarts
+    assert log_text(out, "ResNet34_Unet_bs8").count("Training ResNet34_Unet_bs8") == 2
+    assert sorted(epochs_trained(out, "ResNet34_Unet_bs8")) == [1, 2]  # once each, over both starts
+    for seed in (0, 1):
+        rows = json.loads((out / f"seed{seed}" / "checkpoints" / "ResNet34_Unet_bs8_history.json").read_text())
+        assert [row["epoch"] for row in rows["history"]] == [1, 2]
+        assert (out / f"seed{seed}" / "checkpoints" / "ResNet34_Unet_bs8_test.json").exists()
+    assert "| ResNet34_Unet_bs8 (learning_rate=0.001) | 2 |" in (out / "REPORT.md").read_text()
+    assert len({record["jobs"][0]["job_id"].split("_")[0] for record in records(out).values()}) == 1  # one array
