@@ -12,8 +12,10 @@ shows progress, and lists the runs that failed with their reason and log.
 - Job states come from squeue (SLURM) and the process table (local), not from sacct, which needs an accounting
   database that many clusters, and the test cluster, do not run.
 """
+import argparse
 import getpass
 import importlib.util
+import json
 import os
 import pickle
 import shutil
@@ -22,10 +24,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import sweep
+import train
 from arg_types import positive_int
 from errors import ProjectError
 from files import make_folder, save_json
-import sweep
 
 LAUNCHERS = ("serial", "local", "slurm")
 # {dest: flag} of the flags only some launchers use
@@ -33,7 +36,7 @@ SLURM_FLAGS = {"partition": "--partition", "time": "--time", "cpus_per_run": "--
                "account": "--account", "qos": "--qos", "slurm_args": "--slurm_arg"}
 JOB_FLAGS = {"jobs": "--jobs", "gpus_per_run": "--gpus_per_run"}
 LAUNCHER_TEXT = {"serial": "it trains one run after the other in this process",
-                 "local": "it runs processes on this machine; --time is its only SLURM-like flag", "slurm": ""}
+                 "local": "it runs processes on this machine; --time is its only SLURM-like flag"}
 SRC = Path(__file__).resolve().parent
 DEFAULT_SLURM_MINUTES = 24 * 60
 NO_TIME_LIMIT_MINUTES = 60 * 24 * 365  # a local job without --time: submitit's own default is 2 minutes
@@ -127,7 +130,6 @@ class RunJob:
         rank = export_distributed_environment()
         item = sweep.planned(self.args, self.run, self.seed, self.out)
         if rank:  # the other processes of a run on several GPUs; rank 0 writes every file and tests
-            import train
             train.main(item.args)
             return None
         return sweep.train_and_test(item, self.out / "checkpoints")
@@ -168,7 +170,6 @@ def record_path(out, item):
 
 
 def read_record(out, item):
-    import json
     path = record_path(out, item)
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -271,14 +272,6 @@ def slurm_executor(args, out, gpus_per_run, runs_at_once):
     return executor
 
 
-def submitted(submit, what):
-    """submit(), with sbatch's refusal (a bad account, qos or option) as a ProjectError."""
-    try:
-        return submit()
-    except Exception as error:  # submitit wraps sbatch's failure in several exception types
-        raise ProjectError(f"SLURM refused {what}: {error}".strip()) from None
-
-
 # ---------------------------------------------------------------- the sweep's jobs
 
 def progress(states):
@@ -349,7 +342,8 @@ class Jobs:
             if state == "failed":
                 missing[item.label(True)] = self.failed[item.key()]
             elif state != "finished":
-                missing[item.label(True)] = ({"pending": "not submitted yet"}.get(state, state), None)
+                missing[item.label(True)] = ({"pending": "not finished, and no job of it is queued or running"}
+                                             .get(state, state), None)
             if state != "finished":
                 print(f"  {item.label(True)}: {state}")
         return missing
@@ -372,6 +366,11 @@ class Jobs:
         self.wait()
         return self.failures()
 
+    def job(self, item):
+        """What a job of item runs, with absolute paths: a SLURM job may start in another folder."""
+        args = argparse.Namespace(**{**vars(self.args), "data_path": os.path.abspath(self.args.data_path)})
+        return RunJob(args, item.run, item.seed, self.out.resolve())
+
     def submit_slurm(self, items):
         if not items:
             return
@@ -381,7 +380,7 @@ class Jobs:
         from submitit.core.utils import FailedJobError, FailedSubmissionError
         try:
             with executor.batch():
-                jobs = [executor.submit(RunJob(self.args, item.run, item.seed, self.out)) for item in items]
+                jobs = [executor.submit(self.job(item)) for item in items]
         except (subprocess.CalledProcessError, FailedSubmissionError, FailedJobError) as error:
             raise ProjectError(f"sbatch refused the sweep's {len(items)} jobs ({error}); nothing was submitted. "
                                "Its message is above; check --partition, --account, --qos and --slurm_arg.") from None
@@ -394,19 +393,19 @@ class Jobs:
         item = next(item for item in self.items if item.key() == key)
         executor = local_executor(self.out, gpus, max(1, len(gpus)), threads, self.args.time)
         make_folder(self.out / "logs")
-        job = executor.submit(RunJob(self.args, item.run, item.seed, self.out))
+        job = executor.submit(self.job(item))
         write_record(self.out, item, "local", job, gpus)
         self.handles[key] = job
         self.to_start.remove(key)
         on = f", GPU {','.join(map(str, gpus))}" if gpus else f", {threads} CPU thread{'s' if threads > 1 else ''}"
         print(f"started {item.label(True)} (job {job.job_id}{on}; log {self.out / 'logs' / key}.err)")
 
-    def free_slots(self, slots, states):
+    def free_slots(self, states):
         """The slots no running local job holds (a job found from an earlier sweep process holds its GPUs)."""
         jobs = [last_job(read_record(self.out, item)) for item in self.items if states[item.key()] == "running"]
         busy = [job for job in jobs if job["launcher"] == "local"]
         used = [tuple(job["gpus"]) for job in busy]
-        return [slot for slot in slots if slot == () or slot not in used][:max(0, len(slots) - len(busy))]
+        return [slot for slot in self.slots if slot == () or slot not in used][:max(0, len(self.slots) - len(busy))]
 
     def wait(self):
         """Start local trainings as slots free up, and print progress until no job is queued or running."""
@@ -414,7 +413,7 @@ class Jobs:
         shown, reported, quiet_since = None, set(), time.monotonic()
         while True:
             states = self.states()
-            for slot in self.free_slots(self.slots, states)[:len(self.to_start)]:
+            for slot in self.free_slots(states)[:len(self.to_start)]:
                 self.start_local(self.to_start[0], slot, threads)
             states = self.states()
             summary = progress(states)

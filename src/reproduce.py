@@ -5,6 +5,8 @@
     python src/reproduce.py --improved --encoder_weights resnet34-b627a593.pth     (and a pretrained-encoder run)
     python src/reproduce.py --quick                  (the bundled sample at 64 px, 1 epoch: minutes on a CPU)
     python src/reproduce.py --runs Unet:8,ResNet34_Unet:8,DeepLabV3Plus:8,HRNet:8 -e 20 --out reports/short
+    python src/reproduce.py --seeds 0 1 2 --launcher local        (runs as jobs: one per GPU, src/launcher.py)
+    python src/reproduce.py --seeds 0 1 2 --launcher slurm --partition gpu --time 240   (SLURM jobs)
 
 Every output lives under --out (default reports/<dataset folder>_<image size>px): saved_models/, checkpoints/
 (histories and inference_result.csv), the figures and REPORT.md. The same command again skips finished runs,
