@@ -226,6 +226,15 @@ def job_state(job, out, states):
     return "running" if local_job_alive(job["job_id"], out / "jobs") else "ended"
 
 
+def live_jobs(out):
+    """'run (job id, state)' of every run in the sweep folder out whose last job is still queued or running."""
+    jobs = {path.stem: last_job(json.loads(path.read_text())) for path in (out / "logs").glob("*.json")}
+    slurm = any(job and job["launcher"] == "slurm" for job in jobs.values()) and shutil.which("squeue")
+    states = slurm_states() if slurm else {}
+    live = {run: job_state(job, out, states) for run, job in jobs.items() if job}
+    return [f"{run} ({jobs[run]['job_id']}, {state})" for run, state in live.items() if state != "ended"]
+
+
 def failure_reason(out, job):
     """Why a job ended without finishing its run: the last line of its error, as submitit kept it."""
     from submitit.core.utils import JobPaths

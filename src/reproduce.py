@@ -288,8 +288,8 @@ def unfinished_section(missing):
     if not missing:
         return ""
     lines = [f"- {label}: {reason}" + (f" (log: `{log}`)" if log else "") for label, (reason, log) in missing.items()]
-    return "\n".join(["## Runs not in this report\n", *lines, "\nRun the same command again to train them (a run "
-                      "that failed is submitted again).\n"])
+    return "\n".join(["## Runs not in this report\n", *lines, "\nRun the sweep's command again (without --collect) to "
+                      "train them; a run that failed is submitted again.\n"])
 
 
 def where_it_ran(args, device):
@@ -376,7 +376,13 @@ def sweep_plan(args, runs, out):
 
 
 def move_aside(out):
-    """--restart: an existing sweep folder becomes <out>.before-<time>, so the sweep starts afresh and loses nothing."""
+    """--restart: an existing sweep folder becomes <out>.before-<time>, so the sweep starts afresh and loses nothing;
+    refused while jobs of the earlier study still run, since they would go on writing into the new one."""
+    live = launcher.live_jobs(out)
+    if live:
+        raise ProjectError(f"--restart: jobs of the study in {out} are still queued or running ({', '.join(live)}); "
+                           "they would go on writing into the folder. Wait for them, or cancel them (scancel for "
+                           "SLURM jobs, kill for local ones), then restart.")
     if out.exists() and any(out.iterdir()):
         aside = out.with_name(f"{out.name}.before-{datetime.now():%Y%m%dT%H%M%S}")
         out.rename(aside)
@@ -410,7 +416,7 @@ def main(args):
     if missing:
         raise ProjectError(f"{plural(len(missing), 'run')} of {len(plan)} did not finish: "
                            f"{'; '.join(f'{label}: {reason}' for label, (reason, _) in missing.items())}. "
-                           f"{path} lists them; run the same command again to train them.")
+                           f"{path} lists them; run the sweep's command again (without --collect) to train them.")
     return path
 
 

@@ -349,3 +349,23 @@ def test_a_slurm_sweep_runs_as_a_job_array_and_requeued_or_preempted_jobs_resume
         assert (out / f"seed{seed}" / "checkpoints" / "ResNet34_Unet_bs8_test.json").exists()
     assert "| ResNet34_Unet_bs8 (learning_rate=0.001) | 2 |" in (out / "REPORT.md").read_text()
     assert len({job.split("_")[0] for job in jobs}) == 1  # one job array
+
+
+def test_restart_is_refused_while_jobs_of_the_earlier_study_run(tmp_path):
+    out = tmp_path / "sweep"
+    (out / "logs").mkdir(parents=True)
+    # A process that the process table shows as a local job of this sweep folder.
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit", str(out / "jobs")])
+    try:
+        wait_for(lambda: launcher.local_job_alive(str(job.pid), out / "jobs"), "the process to start")
+        (out / "logs" / "HRNet_bs8_seed0.json").write_text(json.dumps(
+            {"run": "HRNet_bs8_seed0", "jobs": [{"launcher": "local", "job_id": str(job.pid), "gpus": []}]}))
+        with pytest.raises(ProjectError):
+            sweep_main(tmp_path, "--runs", "HRNet:8", "--restart")
+        assert (out / "logs" / "HRNet_bs8_seed0.json").exists() and not list(tmp_path.glob("sweep.before-*"))
+    finally:
+        job.kill()
+        job.wait()
+    with pytest.raises(ProjectError):  # once it has ended, the study moves aside (and --collect finds nothing)
+        sweep_main(tmp_path, "--runs", "HRNet:8", "--restart", "--collect")
+    assert list(tmp_path.glob("sweep.before-*/logs/HRNet_bs8_seed0.json"))
