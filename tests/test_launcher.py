@@ -320,8 +320,11 @@ def start_now(job, env):
 def test_a_slurm_sweep_runs_as_a_job_array_and_requeued_or_preempted_jobs_resume_from_their_last_epoch(
         slurm, tmp_path):
     out = tmp_path / "sweep"
-    flags = ["-e", "3", "--patience", "10", "--seeds", "0", "1", "--runs", "ResNet34_Unet:8", "--launcher", "slurm",
-             "--cpus_per_run", "1", "--time", "30"]
+    # Enough epochs that training outlasts SLURM's kill of a requeued job (SIGTERM, which submitit ignores, then
+    # SIGKILL: about 6 s here); with 3 epochs an idle machine finished the run first and the requeue resumed nothing.
+    epochs = 12
+    flags = ["-e", str(epochs), "--patience", "20", "--seeds", "0", "1", "--runs", "ResNet34_Unet:8", "--launcher",
+             "slurm", "--cpus_per_run", "1", "--time", "30"]
     process = subprocess.Popen(sweep_command(out, *flags), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=slurm, start_new_session=True)
     try:
@@ -343,9 +346,10 @@ def test_a_slurm_sweep_runs_as_a_job_array_and_requeued_or_preempted_jobs_resume
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm).stdout
         assert "Restarts=1" in shown
         assert log_text(out, "ResNet34_Unet_bs8", seed).count("Training ResNet34_Unet_bs8") == 2
-        assert sorted(epochs_trained(out, "ResNet34_Unet_bs8", seed)) == [1, 2, 3]  # once each, over both starts
+        every_epoch = list(range(1, epochs + 1))
+        assert sorted(epochs_trained(out, "ResNet34_Unet_bs8", seed)) == every_epoch  # once each, over both starts
         rows = json.loads(histories[seed].read_text())["history"]
-        assert [row["epoch"] for row in rows] == [1, 2, 3]
+        assert [row["epoch"] for row in rows] == every_epoch
         assert (out / f"seed{seed}" / "checkpoints" / "ResNet34_Unet_bs8_test.json").exists()
     assert "| ResNet34_Unet_bs8 (learning_rate=0.001) | 2 |" in (out / "REPORT.md").read_text()
     assert len({job.split("_")[0] for job in jobs}) == 1  # one job array
